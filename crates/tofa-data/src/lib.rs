@@ -1,1 +1,29 @@
-//! placeholder
+//! The data layer of the TOFA pipeline: datasets, labelled / unlabelled / validation splits,
+//! weak and strong augmentation, and batches as candle tensors.
+//!
+//! - [`Dataset`]: one in-memory representation (u8 HWC images of one size, u32 labels, class
+//!   names), produced by every loader: [`idx`] (MNIST / Fashion-MNIST), [`cifar`],
+//!   [`folder`] (ImageFolder trees), [`hub`] (Hugging Face Hub parquet shards) and
+//!   [`synthetic`] (the embedded procedural default).
+//! - [`split`]: stratified, seeded splits saved as JSON manifests.
+//! - [`augment`]: torchvision's weak pipeline and AutoAugment (ImageNet policy) / RandAugment.
+//! - [`batch`]: parallel, thread-count-independent batch assembly, samplers, eval batches.
+
+pub mod augment;
+pub mod batch;
+pub mod cifar;
+pub mod dataset;
+pub mod error;
+pub mod folder;
+pub mod hub;
+pub mod idx;
+pub mod rng;
+pub mod split;
+pub mod synthetic;
+
+pub use batch::{
+    Batch, BatchConfig, Normalize, ShuffleSampler, TrainBatch, TrainLoader, UnlabelledBatch, View,
+};
+pub use dataset::{Dataset, LoadOptions, TrainTest};
+pub use error::{DataError, Result};
+pub use split::{Split, SplitManifest, SplitSpec};
