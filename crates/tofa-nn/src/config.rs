@@ -344,7 +344,7 @@ mod tests {
                 assert!(st.width == c.stages[i].width || st.width == m.stages[i].width);
             }
         }
-        assert_eq!(c_mutate_identity(&s), true);
+        assert!(c_mutate_identity(&s));
     }
 
     fn c_mutate_identity(s: &SearchSpace) -> bool {

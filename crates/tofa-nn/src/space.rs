@@ -153,7 +153,7 @@ fn choices(field: &str, mut v: Vec<usize>) -> Result<Vec<usize>> {
 }
 
 fn kernel_ok(field: &str, k: usize) -> Result<()> {
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         return Err(space_err(
             field,
             format!("kernel {k} is even; kernels must be odd"),
@@ -351,7 +351,8 @@ mod tests {
         assert_eq!(s.resolutions, [192, 224, 256, 288, 320]);
         assert_eq!(s.stem.widths, [16, 24]);
         assert_eq!(s.stem.kernel, 3);
-        let want: [(&[usize], &[usize], &[usize], bool); 7] = [
+        type Row<'a> = (&'a [usize], &'a [usize], &'a [usize], bool);
+        let want: [Row; 7] = [
             (&[16, 24], &[1, 2], &[1], false),
             (&[24, 32], &[3, 4, 5], &[2, 4, 6], false),
             (&[32, 40], &[3, 4, 5, 6], &[2, 4, 6], true),
@@ -414,7 +415,8 @@ mod tests {
 
     #[test]
     fn invalid_spaces_name_the_field() {
-        let cases: Vec<(Box<dyn FnOnce(&mut toml::Table)>, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut toml::Table)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|t| {
                     stage0(t).insert("kernels".into(), toml::Value::Array(vec![]));

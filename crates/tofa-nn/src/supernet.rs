@@ -1,0 +1,689 @@
+//! The weight-sharing supernet: maxnet weights allocated once, every subnet runs on views.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::SubnetConfig;
+use crate::dwconv::depthwise_conv2d;
+use crate::error::{NnError, Result};
+use crate::space::{Activation, SearchSpace, max_of, se_channels};
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+/// A trainable tensor with its stable name and whether weight decay applies (not to biases or
+/// BN parameters).
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// Stable dotted name, also the safetensors key.
+    pub name: String,
+    /// The maxnet-sized variable.
+    pub var: Var,
+    /// Whether weight decay applies.
+    pub decay: bool,
+}
+
+/// Options for a training forward pass. Dropout and drop-connect masks are drawn from `rng`,
+/// so the same seed gives the same result.
+pub struct TrainOpts<'a> {
+    /// Source of dropout and drop-connect masks.
+    pub rng: &'a mut dyn RngCore,
+    /// Dropout probability before the classifier.
+    pub dropout: f32,
+    /// Drop-connect (stochastic depth) probability on residual branches.
+    pub drop_connect: f32,
+    /// Whether to update the shared BN running statistics (momentum 0.1) on the active channels.
+    pub update_bn_stats: bool,
+}
+
+/// How a forward pass runs.
+pub enum Mode<'a> {
+    /// BN on batch statistics, dropout and drop-connect on.
+    Train(TrainOpts<'a>),
+    /// BN on running statistics: the recalibrated ones for this config when given (see
+    /// [`Supernet::recalibrate_bn`]), else the shared running statistics sliced.
+    Eval(Option<&'a BnStats>),
+}
+
+/// BN statistics recalibrated for one subnet, keyed by BN name (`stem.bn`, ...), each
+/// `(mean, var)` sized to the subnet's active channels.
+#[derive(Clone, Debug)]
+pub struct BnStats {
+    /// Id of the config these statistics belong to.
+    pub config_id: String,
+    /// `name -> (mean, var)`.
+    pub stats: BTreeMap<String, (Tensor, Tensor)>,
+}
+
+enum Run<'a, 'b> {
+    Train(&'b mut TrainOpts<'a>),
+    Eval(Option<&'a BnStats>),
+    Calibrate(&'b mut BTreeMap<String, (Tensor, Tensor)>),
+}
+
+/// Per-forward context: the mode plus multiply-add and parameter counters.
+struct Ctx<'a, 'b> {
+    run: Run<'a, 'b>,
+    macs: u64,
+    params: u64,
+}
+
+struct Bn {
+    name: String,
+    gamma: Var,
+    beta: Var,
+    mean: Var,
+    var: Var,
+}
+
+struct Conv {
+    w: Var,
+}
+
+struct Se {
+    reduce_w: Var,
+    reduce_b: Var,
+    expand_w: Var,
+    expand_b: Var,
+}
+
+struct Block {
+    expand: Option<(Conv, Bn)>,
+    dw: (Conv, Bn),
+    se: Option<Se>,
+    project: (Conv, Bn),
+}
+
+struct Head {
+    conv: Conv,
+    bn: Bn,
+    mix: Option<(Var, Var)>,
+    classifier: (Var, Var),
+}
+
+/// Builds parameters under nested names (like candle's `vb.pp`) from our seeded RNG.
+struct Builder {
+    rng: ChaCha8Rng,
+    params: Vec<Param>,
+    buffers: Vec<(String, Var)>,
+}
+
+impl Builder {
+    fn normal(&mut self, shape: &[usize], std: f64) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            // Box-Muller
+            let u1: f64 = self.rng.random::<f64>().max(1e-12);
+            let u2: f64 = self.rng.random::<f64>();
+            let r = (-2.0 * u1.ln()).sqrt();
+            v.push((r * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32);
+            if v.len() < n {
+                v.push((r * (2.0 * std::f64::consts::PI * u2).sin() * std) as f32);
+            }
+        }
+        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    }
+
+    fn param(&mut self, name: String, t: Tensor, decay: bool) -> Result<Var> {
+        let var = Var::from_tensor(&t)?;
+        self.params.push(Param {
+            name,
+            var: var.clone(),
+            decay,
+        });
+        Ok(var)
+    }
+
+    /// Conv weight `[out, in, k, k]`, Kaiming normal on fan-out (OFA/timm).
+    fn conv(
+        &mut self,
+        p: &str,
+        out: usize,
+        inp: usize,
+        k: usize,
+        groups_eq_out: bool,
+    ) -> Result<Conv> {
+        let fan_out = if groups_eq_out { k * k } else { out * k * k };
+        let t = self.normal(&[out, inp, k, k], (2.0 / fan_out as f64).sqrt())?;
+        Ok(Conv {
+            w: self.param(format!("{p}.weight"), t, true)?,
+        })
+    }
+
+    fn bn(&mut self, p: &str, c: usize) -> Result<Bn> {
+        let dev = &Device::Cpu;
+        let gamma = self.param(
+            format!("{p}.weight"),
+            Tensor::ones(c, DType::F32, dev)?,
+            false,
+        )?;
+        let beta = self.param(
+            format!("{p}.bias"),
+            Tensor::zeros(c, DType::F32, dev)?,
+            false,
+        )?;
+        let mean = Var::zeros(c, DType::F32, dev)?;
+        let var = Var::ones(c, DType::F32, dev)?;
+        self.buffers
+            .push((format!("{p}.running_mean"), mean.clone()));
+        self.buffers.push((format!("{p}.running_var"), var.clone()));
+        Ok(Bn {
+            name: p.to_string(),
+            gamma,
+            beta,
+            mean,
+            var,
+        })
+    }
+
+    fn linear(&mut self, p: &str, out: usize, inp: usize, std: f64) -> Result<(Var, Var)> {
+        let w = self.normal(&[out, inp], std)?;
+        let w = self.param(format!("{p}.weight"), w, true)?;
+        let b = self.param(
+            format!("{p}.bias"),
+            Tensor::zeros(out, DType::F32, &Device::Cpu)?,
+            false,
+        )?;
+        Ok((w, b))
+    }
+}
+
+/// The elastic MBConv supernet.
+///
+/// Layout of a block (MobileNetV3 / EfficientNet inverted residual): optional 1x1 expansion
+/// conv + BN + act (absent when the chosen expansion is 1), depthwise `k x k` conv + BN + act,
+/// optional squeeze-excitation (reduce 1x1 + ReLU, expand 1x1 + hard sigmoid), 1x1 projection +
+/// BN, residual (with drop-connect) when stride is 1 and widths match.
+pub struct Supernet {
+    space: SearchSpace,
+    stem: (Conv, Bn),
+    stages: Vec<Vec<Block>>,
+    head: Head,
+    params: Vec<Param>,
+    buffers: Vec<(String, Var)>,
+    head_seed: u64,
+}
+
+fn act(x: &Tensor, a: Activation) -> Result<Tensor> {
+    Ok(match a {
+        Activation::Relu => x.relu()?,
+        Activation::Relu6 => x.clamp(0f32, 6f32)?,
+        Activation::Hswish => (x * ((x + 3.0)?.clamp(0f32, 6f32)? / 6.0)?)?,
+    })
+}
+
+fn hsigmoid(x: &Tensor) -> Result<Tensor> {
+    Ok(((x + 3.0)?.clamp(0f32, 6f32)? / 6.0)?)
+}
+
+impl Supernet {
+    /// Allocates the maxnet and initialises it from `seed` (Kaiming normal convs, BN 1/0,
+    /// classifier normal(0, 0.01)).
+    pub fn new(space: &SearchSpace, seed: u64) -> Result<Self> {
+        let mut b = Builder {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            params: vec![],
+            buffers: vec![],
+        };
+        let s = space;
+        let stem_w = max_of(&s.stem.widths);
+        let stem = (
+            b.conv("stem.conv", stem_w, s.in_channels, s.stem.kernel, false)?,
+            b.bn("stem.bn", stem_w)?,
+        );
+        let mut stages = Vec::new();
+        for (i, st) in s.stages.iter().enumerate() {
+            let out = max_of(&st.widths);
+            let kmax = max_of(&st.kernels);
+            let emax = max_of(&st.expands);
+            let mut blocks = Vec::new();
+            for j in 0..max_of(&st.depths) {
+                let inp = if j == 0 { s.max_in_channels(i) } else { out };
+                let mid = inp * emax;
+                let p = format!("stages.{i}.blocks.{j}");
+                let expand = if emax > 1 {
+                    Some((
+                        b.conv(&format!("{p}.expand.conv"), mid, inp, 1, false)?,
+                        b.bn(&format!("{p}.expand.bn"), mid)?,
+                    ))
+                } else {
+                    None
+                };
+                let dw = (
+                    b.conv(&format!("{p}.dw.conv"), mid, 1, kmax, true)?,
+                    b.bn(&format!("{p}.dw.bn"), mid)?,
+                );
+                let se = if st.se {
+                    let r = se_channels(mid);
+                    let (rw, rb) =
+                        b.linear(&format!("{p}.se.reduce"), r, mid, (2.0 / r as f64).sqrt())?;
+                    let (ew, eb) =
+                        b.linear(&format!("{p}.se.expand"), mid, r, (2.0 / mid as f64).sqrt())?;
+                    Some(Se {
+                        reduce_w: rw,
+                        reduce_b: rb,
+                        expand_w: ew,
+                        expand_b: eb,
+                    })
+                } else {
+                    None
+                };
+                let project = (
+                    b.conv(&format!("{p}.project.conv"), out, mid, 1, false)?,
+                    b.bn(&format!("{p}.project.bn"), out)?,
+                );
+                blocks.push(Block {
+                    expand,
+                    dw,
+                    se,
+                    project,
+                });
+            }
+            stages.push(blocks);
+        }
+        let last = max_of(&s.stages[s.stages.len() - 1].widths);
+        let hw = max_of(&s.head.widths);
+        let (conv_out, feat) = match s.head.expand {
+            Some(e) => (last * e, hw),
+            None => (hw, hw),
+        };
+        let conv = b.conv("head.conv", conv_out, last, 1, false)?;
+        let bn = b.bn("head.bn", conv_out)?;
+        let mix = match s.head.expand {
+            Some(_) => Some(b.linear("head.mix", hw, conv_out, (1.0 / conv_out as f64).sqrt())?),
+            None => None,
+        };
+        let classifier = b.linear("classifier", s.num_classes, feat, 0.01)?;
+        let head_seed = b.rng.random();
+        Ok(Supernet {
+            space: space.clone(),
+            stem,
+            stages,
+            head: Head {
+                conv,
+                bn,
+                mix,
+                classifier,
+            },
+            params: b.params,
+            buffers: b.buffers,
+            head_seed,
+        })
+    }
+
+    /// The search space.
+    pub fn space(&self) -> &SearchSpace {
+        &self.space
+    }
+
+    /// Classifier outputs.
+    pub fn num_classes(&self) -> usize {
+        self.space.num_classes
+    }
+
+    /// Replaces the classifier with a freshly initialised one for `num_classes` (a new task);
+    /// every other weight is kept.
+    pub fn reset_classifier(&mut self, num_classes: usize, seed: u64) -> Result<()> {
+        self.space = self.space.clone().with_num_classes(num_classes)?;
+        let feat = self.head.classifier.0.dim(1)?;
+        let mut b = Builder {
+            rng: ChaCha8Rng::seed_from_u64(seed ^ self.head_seed),
+            params: vec![],
+            buffers: vec![],
+        };
+        let cls = b.linear("classifier", num_classes, feat, 0.01)?;
+        self.params.retain(|p| !p.name.starts_with("classifier."));
+        self.params.extend(b.params);
+        self.head.classifier = cls;
+        Ok(())
+    }
+
+    /// Trainable parameters (maxnet-sized), in a stable order.
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// Every tensor to save: parameters then BN running statistics, by name.
+    pub fn tensors(&self) -> BTreeMap<String, Tensor> {
+        let mut m = BTreeMap::new();
+        for p in &self.params {
+            m.insert(p.name.clone(), p.var.as_tensor().clone());
+        }
+        for (n, v) in &self.buffers {
+            m.insert(n.clone(), v.as_tensor().clone());
+        }
+        m
+    }
+
+    /// Saves all weights and BN statistics as safetensors.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let m: HashMap<String, Tensor> = self.tensors().into_iter().collect();
+        candle_core::safetensors::save(&m, path).map_err(|e| NnError::File {
+            path: path.into(),
+            msg: e.to_string(),
+        })
+    }
+
+    /// Loads weights saved by [`Supernet::save`] for the same space. Every tensor must be
+    /// present with the maxnet's shape; the error names the first that is not.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let m = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| NnError::File {
+            path: path.into(),
+            msg: e.to_string(),
+        })?;
+        self.load_tensors(&m)
+    }
+
+    /// Loads tensors by name (see [`Supernet::load`]).
+    pub fn load_tensors(&mut self, m: &HashMap<String, Tensor>) -> Result<()> {
+        let vars: Vec<(String, Var)> = self
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.var.clone()))
+            .chain(self.buffers.iter().cloned())
+            .collect();
+        for (name, var) in &vars {
+            let t = m.get(name).ok_or_else(|| NnError::Weights {
+                name: name.clone(),
+                msg: "missing".into(),
+            })?;
+            if t.dims() != var.dims() {
+                return Err(NnError::Weights {
+                    name: name.clone(),
+                    msg: format!("shape {:?} but the supernet has {:?}", t.dims(), var.dims()),
+                });
+            }
+        }
+        for (name, var) in &vars {
+            var.set(&m[name].to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `cfg` on `x`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, in_channels, r, r]` f32 NCHW, `r == cfg.resolution`
+    /// - returns logits `[B, num_classes]`
+    pub fn forward_t(&self, x: &Tensor, cfg: &SubnetConfig, mode: Mode<'_>) -> Result<Tensor> {
+        match mode {
+            Mode::Train(mut o) => self.run(x, cfg, Run::Train(&mut o)).map(|(y, _, _)| y),
+            Mode::Eval(s) => {
+                if let Some(s) = s
+                    && s.config_id != cfg.id()
+                {
+                    return Err(NnError::Input(format!(
+                        "bn statistics are for {} but the config is {}",
+                        s.config_id,
+                        cfg.id()
+                    )));
+                }
+                self.run(x, cfg, Run::Eval(s)).map(|(y, _, _)| y)
+            }
+        }
+    }
+
+    /// Runs `cfg` in eval mode and also returns the multiply-adds and parameters it used,
+    /// counted while running (compare with [`crate::cost::cost`]).
+    pub fn forward_counted(&self, x: &Tensor, cfg: &SubnetConfig) -> Result<(Tensor, u64, u64)> {
+        self.run(x, cfg, Run::Eval(None))
+    }
+
+    /// Recomputes BN statistics for `cfg` over `batches` (each `[B, C, r, r]`): every BN uses
+    /// batch statistics and the per-batch means and variances are averaged (OFA's
+    /// `set_running_statistics`). Pass the result to [`Mode::Eval`].
+    pub fn recalibrate_bn<'t>(
+        &self,
+        cfg: &SubnetConfig,
+        batches: impl IntoIterator<Item = &'t Tensor>,
+    ) -> Result<BnStats> {
+        let mut acc = BTreeMap::new();
+        let mut n = 0usize;
+        for x in batches {
+            self.run(x, cfg, Run::Calibrate(&mut acc))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(NnError::Input(
+                "recalibration needs at least one batch".into(),
+            ));
+        }
+        let stats = acc
+            .into_iter()
+            .map(|(k, (m, v))| Ok((k, ((m / n as f64)?, (v / n as f64)?))))
+            .collect::<Result<_>>()?;
+        Ok(BnStats {
+            config_id: cfg.id(),
+            stats,
+        })
+    }
+
+    fn run(&self, x: &Tensor, cfg: &SubnetConfig, run: Run<'_, '_>) -> Result<(Tensor, u64, u64)> {
+        cfg.validate(&self.space)?;
+        let (_, c, h, w) = x.dims4().map_err(|_| {
+            NnError::Input(format!("input shape {:?} is not [B, C, H, W]", x.dims()))
+        })?;
+        if c != self.space.in_channels || h != cfg.resolution || w != cfg.resolution {
+            return Err(NnError::Input(format!(
+                "input shape {:?} but the config wants [B, {}, {}, {}]",
+                x.dims(),
+                self.space.in_channels,
+                cfg.resolution,
+                cfg.resolution
+            )));
+        }
+        let mut ctx = Ctx {
+            run,
+            macs: 0,
+            params: 0,
+        };
+        let s = &self.space;
+        let mut x = conv_full(&mut ctx, x, &self.stem.0, cfg.stem_width, s.stem.stride)?;
+        x = act(&bn(&mut ctx, &x, &self.stem.1)?, s.stem.act)?;
+        for (blocks, (st, sc)) in self.stages.iter().zip(s.stages.iter().zip(&cfg.stages)) {
+            for (j, blk) in blocks.iter().take(sc.depth).enumerate() {
+                let stride = if j == 0 { st.stride } else { 1 };
+                x = block(
+                    &mut ctx, &x, blk, sc.width, sc.kernel, sc.expand, stride, st.act,
+                )?;
+            }
+        }
+        let last = cfg.stages[cfg.stages.len() - 1].width;
+        let conv_out = match s.head.expand {
+            Some(e) => last * e,
+            None => cfg.head_width,
+        };
+        x = conv1x1(&mut ctx, &x, &self.head.conv, conv_out)?;
+        x = act(&bn(&mut ctx, &x, &self.head.bn)?, s.head.act)?;
+        let mut f = x.mean((2, 3))?;
+        if let Some((mw, mb)) = &self.head.mix {
+            f = act(&linear(&mut ctx, &f, mw, mb, cfg.head_width)?, s.head.act)?;
+        }
+        if let Run::Train(o) = &mut ctx.run
+            && o.dropout > 0.0
+        {
+            f = dropout(&f, o.dropout, o.rng)?;
+        }
+        let (cw, cb) = &self.head.classifier;
+        let y = linear(&mut ctx, &f, cw, cb, s.num_classes)?;
+        Ok((y, ctx.macs, ctx.params))
+    }
+}
+
+fn dropout(x: &Tensor, p: f32, rng: &mut dyn RngCore) -> Result<Tensor> {
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            if rng.random::<f32>() < keep {
+                1.0 / keep
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Ok((x * Tensor::from_vec(mask, x.dims(), x.device())?)?)
+}
+
+fn drop_connect(x: &Tensor, p: f32, rng: &mut dyn RngCore) -> Result<Tensor> {
+    let keep = 1.0 - p;
+    let b = x.dim(0)?;
+    let mask: Vec<f32> = (0..b)
+        .map(|_| {
+            if rng.random::<f32>() < keep {
+                1.0 / keep
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Ok(x.broadcast_mul(&Tensor::from_vec(mask, (b, 1, 1, 1), x.device())?)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn block(
+    ctx: &mut Ctx,
+    x: &Tensor,
+    b: &Block,
+    out: usize,
+    k: usize,
+    e: usize,
+    stride: usize,
+    a: Activation,
+) -> Result<Tensor> {
+    let inp = x.dim(1)?;
+    let mut h = x.clone();
+    let mut mid = inp;
+    if e > 1 {
+        let (conv, bnl) = b
+            .expand
+            .as_ref()
+            .ok_or_else(|| NnError::Input("expansion conv missing".into()))?;
+        mid = inp * e;
+        let y = conv1x1(ctx, &h, conv, mid)?;
+        h = act(&bn(ctx, &y, bnl)?, a)?;
+    }
+    let kmax = b.dw.0.w.dim(2)?;
+    let off = (kmax - k) / 2;
+    let w =
+        b.dw.0
+            .w
+            .narrow(0, 0, mid)?
+            .narrow(2, off, k)?
+            .narrow(3, off, k)?;
+    h = depthwise_conv2d(&h, &w, stride)?;
+    let (_, _, ho, wo) = h.dims4()?;
+    ctx.macs += (mid * k * k * ho * wo) as u64;
+    ctx.params += (mid * k * k) as u64;
+    h = act(&bn(ctx, &h, &b.dw.1)?, a)?;
+    if let Some(se) = &b.se {
+        let r = se_channels(mid);
+        let s = h.mean_keepdim((2, 3))?.flatten_from(1)?;
+        let s = linear(ctx, &s, &se.reduce_w, &se.reduce_b, r)?.relu()?;
+        let s = hsigmoid(&linear(ctx, &s, &se.expand_w, &se.expand_b, mid)?)?;
+        h = h.broadcast_mul(&s.unsqueeze(2)?.unsqueeze(3)?)?;
+    }
+    let y = conv1x1(ctx, &h, &b.project.0, out)?;
+    h = bn(ctx, &y, &b.project.1)?;
+    if stride == 1 && inp == out {
+        if let Run::Train(o) = &mut ctx.run
+            && o.drop_connect > 0.0
+        {
+            h = drop_connect(&h, o.drop_connect, o.rng)?;
+        }
+        h = (h + x)?;
+    }
+    Ok(h)
+}
+
+/// Full (non-grouped) conv with `out` leading output channels; used for the stem.
+fn conv_full(ctx: &mut Ctx, x: &Tensor, c: &Conv, out: usize, stride: usize) -> Result<Tensor> {
+    let (_, inp, k, _) = c.w.dims4()?;
+    let w = c.w.narrow(0, 0, out)?;
+    let y = x.conv2d(&w, k / 2, stride, 1, 1)?;
+    let (_, _, ho, wo) = y.dims4()?;
+    ctx.macs += (out * inp * k * k * ho * wo) as u64;
+    ctx.params += (out * inp * k * k) as u64;
+    Ok(y)
+}
+
+/// 1x1 conv as a batched matmul: `[out, in] x [B, in, HW]`.
+fn conv1x1(ctx: &mut Ctx, x: &Tensor, c: &Conv, out: usize) -> Result<Tensor> {
+    let (b, inp, h, w) = x.dims4()?;
+    let wt =
+        c.w.narrow(0, 0, out)?
+            .narrow(1, 0, inp)?
+            .reshape((out, inp))?;
+    let y = wt
+        .broadcast_matmul(&x.reshape((b, inp, h * w))?)?
+        .reshape((b, out, h, w))?;
+    ctx.macs += (out * inp * h * w) as u64;
+    ctx.params += (out * inp) as u64;
+    Ok(y)
+}
+
+/// `x [B, in] -> [B, out]` with the leading `out x in` block of `w` and `out` of `b`.
+fn linear(ctx: &mut Ctx, x: &Tensor, w: &Var, b: &Var, out: usize) -> Result<Tensor> {
+    let inp = x.dim(1)?;
+    let w = w.narrow(0, 0, out)?.narrow(1, 0, inp)?;
+    let b = b.narrow(0, 0, out)?;
+    ctx.macs += (out * inp) as u64;
+    ctx.params += (out * inp + out) as u64;
+    Ok(x.matmul(&w.t()?)?.broadcast_add(&b)?)
+}
+
+fn bn(ctx: &mut Ctx, x: &Tensor, l: &Bn) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    ctx.params += 2 * c as u64;
+    let gamma = l.gamma.narrow(0, 0, c)?.reshape((1, c, 1, 1))?;
+    let beta = l.beta.narrow(0, 0, c)?.reshape((1, c, 1, 1))?;
+    let (mean, var) = match &mut ctx.run {
+        Run::Eval(stats) => {
+            let (m, v) = match stats.and_then(|s| s.stats.get(&l.name)) {
+                Some((m, v)) => (m.clone(), v.clone()),
+                None => (l.mean.narrow(0, 0, c)?, l.var.narrow(0, 0, c)?),
+            };
+            (m.reshape((1, c, 1, 1))?, v.reshape((1, c, 1, 1))?)
+        }
+        run => {
+            let mean = x.mean_keepdim((0, 2, 3))?;
+            let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
+            let (md, vd) = (mean.detach().flatten_all()?, var.detach().flatten_all()?);
+            match run {
+                Run::Calibrate(acc) => {
+                    let e = acc.remove(&l.name);
+                    let sum = match e {
+                        Some((m, v)) => ((m + &md)?, (v + &vd)?),
+                        None => (md, vd),
+                    };
+                    acc.insert(l.name.clone(), sum);
+                }
+                Run::Train(o) if o.update_bn_stats => {
+                    let n = (x.elem_count() / c) as f64;
+                    let unbiased = (vd * (n / (n - 1.0).max(1.0)))?;
+                    let upd = |buf: &Var, v: &Tensor| -> Result<()> {
+                        let old = buf.as_tensor().narrow(0, 0, c)?;
+                        let new = ((old * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?;
+                        let full = buf
+                            .as_tensor()
+                            .slice_assign(std::slice::from_ref(&(0..c)), &new)?;
+                        buf.set(&full)?;
+                        Ok(())
+                    };
+                    upd(&l.mean, &md)?;
+                    upd(&l.var, &unbiased)?;
+                }
+                _ => {}
+            }
+            (mean, var)
+        }
+    };
+    let scale = gamma.broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
+    Ok(x.broadcast_sub(&mean)?
+        .broadcast_mul(&scale)?
+        .broadcast_add(&beta)?)
+}
