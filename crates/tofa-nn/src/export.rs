@@ -43,6 +43,7 @@ pub fn singleton_space(space: &SearchSpace, cfg: &SubnetConfig) -> Result<Search
         st.expands = vec![c.expand];
     }
     s.head.widths = vec![cfg.head_width];
+    s.kernel_transform = false;
     Ok(s)
 }
 
@@ -67,9 +68,15 @@ pub fn subnet_tensors(
                 _ => None,
             }
         });
-        let t = match stat {
-            Some(t) => t,
-            None => {
+        let dw = name
+            .strip_prefix("stages.")
+            .and_then(|r| r.strip_suffix(".dw.conv.weight"))
+            .and_then(|r| r.split_once(".blocks."))
+            .and_then(|(i, j)| Some((i.parse::<usize>().ok()?, j.parse::<usize>().ok()?)));
+        let t = match (stat, dw) {
+            (Some(t), _) => t,
+            (None, Some((i, j))) => net.dw_kernel(i, j, like.dim(0)?, like.dim(2)?)?,
+            (None, None) => {
                 let mut t = all
                     .get(&name)
                     .ok_or_else(|| NnError::Weights {

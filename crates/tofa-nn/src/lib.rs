@@ -1,4 +1,55 @@
 //! Elastic MBConv supernet for TOFA (Transfer-Once-For-All) on candle.
+//!
+//! One set of maxnet weights from which every subnet of a search space runs (OFA-style weight
+//! sharing), is costed, and can be exported. No pipeline knowledge; no I/O besides weight and
+//! export files.
+//!
+//! # Pieces
+//! - [`SearchSpace`] ([`space`]): the space as data (TOML), validated, with built-ins `paper`
+//!   (Table 1 of the paper), `lite0` (maxnet = EfficientNet-Lite0), `small` (CPU `quick`
+//!   profile) and `tiny` (smoke tests).
+//! - [`SubnetConfig`] ([`config`]): one choice per elastic dimension; canonical id string
+//!   (`r32-s8-w8.16.24-d1.2.2-k3.5.5-e1.3.3-h64`, grammar in [`config`]), seeded sampling,
+//!   maxnet/minnet, mutation, crossover; [`SearchSpace::size`].
+//! - [`Supernet`] ([`supernet`]): maxnet weights allocated once from our seeded RNG; a subnet
+//!   runs on views (`narrow`): leading channels for width and expansion, the centre of the
+//!   largest depthwise kernel, the first `d` blocks of a stage, SE sliced to match.
+//! - [`cost()`] ([`cost`]): analytic multiply-adds and parameters of a subnet.
+//! - [`export_subnet`] / [`StaticNet`] ([`export`]): a subnet as safetensors + JSON, run by a
+//!   non-elastic network.
+//! - [`Sgd`] ([`optim`]): SGD with momentum, Nesterov and weight decay over [`Param`]s.
+//! - [`dwconv::depthwise_conv2d`]: the depthwise convolution custom op (forward, input and
+//!   weight gradients).
+//!
+//! # Using it from a training loop
+//! ```
+//! use rand::SeedableRng;
+//! use tofa_nn::{Mode, SearchSpace, Sgd, SgdConfig, SubnetConfig, Supernet, TrainOpts};
+//!
+//! // x: [B, 3, r, r] f32 NCHW with r == cfg.resolution; y: [B] u32 labels
+//! fn demo(x: &candle_core::Tensor, y: &candle_core::Tensor) -> tofa_nn::Result<()> {
+//! let space = SearchSpace::builtin("tiny")?.with_num_classes(10)?;
+//! let net = Supernet::new(&space, 42)?; // same seed => same weights
+//! let mut sgd = Sgd::new(net.params().to_vec(), SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 4e-5 });
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+//! let cfg = SubnetConfig::sample(&space, &mut rng);
+//! let mode = Mode::Train(TrainOpts { rng: &mut rng, dropout: 0.2, drop_connect: 0.2, update_bn_stats: false });
+//! let logits = net.forward_t(x, &cfg, mode)?; // [B, classes], BN on batch statistics
+//! let loss = candle_nn::loss::cross_entropy(&logits, y)?;
+//! sgd.backward_step(&loss)?;
+//! // evaluation: recalibrate BN for the subnet on a few training batches, then eval
+//! let stats = net.recalibrate_bn(&cfg, [x])?;
+//! let logits = net.forward_t(x, &cfg, Mode::Eval(Some(&stats)))?;
+//! assert_eq!(logits.dims(), [x.dim(0)?, 10]);
+//! Ok(())
+//! }
+//! let x = candle_core::Tensor::zeros((2, 3, 32, 32), candle_core::DType::F32, &candle_core::Device::Cpu)?;
+//! let y = candle_core::Tensor::new(&[1u32, 2], &candle_core::Device::Cpu)?;
+//! demo(&x, &y)?;
+//! # Ok::<(), tofa_nn::NnError>(())
+//! ```
+//! A new task's classifier: [`Supernet::reset_classifier`]. Checkpoints:
+//! [`Supernet::save`] / [`Supernet::load`] (safetensors; key names are pinned by a test).
 
 pub mod config;
 pub mod cost;

@@ -85,6 +85,10 @@ pub struct SearchSpace {
     pub stages: Vec<StageSpace>,
     /// The head.
     pub head: HeadSpace,
+    /// OFA's kernel transformation matrices: a smaller kernel is the centre of the next larger
+    /// one times a learned `k*k x k*k` matrix (identity at init), per block and kernel size,
+    /// instead of the plain centre.
+    pub kernel_transform: bool,
 }
 
 /// Wire form of [`StemSpace`].
@@ -133,6 +137,8 @@ pub struct SearchSpaceWire {
     pub stem: StemSpaceWire,
     pub stages: Vec<StageSpaceWire>,
     pub head: HeadSpaceWire,
+    #[serde(default)]
+    pub kernel_transform: bool,
 }
 
 fn three() -> usize {
@@ -254,6 +260,7 @@ impl TryFrom<SearchSpaceWire> for SearchSpace {
             stem,
             stages,
             head,
+            kernel_transform: w.kernel_transform,
         })
     }
 }

@@ -94,6 +94,8 @@ struct Se {
 struct Block {
     expand: Option<(Conv, Bn)>,
     dw: (Conv, Bn),
+    /// `(k, matrix)` for each kernel choice below the largest, descending (kernel transform).
+    transforms: Vec<(usize, Var)>,
     se: Option<Se>,
     project: (Conv, Bn),
 }
@@ -277,9 +279,20 @@ impl Supernet {
                     b.conv(&format!("{p}.project.conv"), out, mid, 1, false)?,
                     b.bn(&format!("{p}.project.bn"), out)?,
                 );
+                let mut transforms = Vec::new();
+                if s.kernel_transform {
+                    let mut from = kmax;
+                    for &k in st.kernels.iter().rev().skip(1) {
+                        let eye = Tensor::eye(k * k, DType::F32, &Device::Cpu)?;
+                        let name = format!("{p}.dw.transform_{from}to{k}");
+                        transforms.push((k, b.param(name, eye, false)?));
+                        from = k;
+                    }
+                }
                 blocks.push(Block {
                     expand,
                     dw,
+                    transforms,
                     se,
                     project,
                 });
@@ -403,6 +416,23 @@ impl Supernet {
             var.set(&m[name].to_dtype(DType::F32)?)?;
         }
         Ok(())
+    }
+
+    /// The depthwise kernel that block `block` of stage `stage` runs with `mid` channels and
+    /// kernel `k` (for export).
+    pub(crate) fn dw_kernel(
+        &self,
+        stage: usize,
+        block: usize,
+        mid: usize,
+        k: usize,
+    ) -> Result<Tensor> {
+        let b = self
+            .stages
+            .get(stage)
+            .and_then(|s| s.get(block))
+            .ok_or_else(|| NnError::Input(format!("no block {block} in stage {stage}")))?;
+        dw_kernel(b, mid, k)
     }
 
     /// Runs `cfg` on `x`.
@@ -567,14 +597,7 @@ fn block(
         let y = conv1x1(ctx, &h, conv, mid)?;
         h = act(&bn(ctx, &y, bnl)?, a)?;
     }
-    let kmax = b.dw.0.w.dim(2)?;
-    let off = (kmax - k) / 2;
-    let w =
-        b.dw.0
-            .w
-            .narrow(0, 0, mid)?
-            .narrow(2, off, k)?
-            .narrow(3, off, k)?;
+    let w = dw_kernel(b, mid, k)?;
     h = depthwise_conv2d(&h, &w, stride)?;
     let (_, _, ho, wo) = h.dims4()?;
     ctx.macs += (mid * k * k * ho * wo) as u64;
@@ -598,6 +621,24 @@ fn block(
         h = (h + x)?;
     }
     Ok(h)
+}
+
+/// The depthwise kernel of `mid` channels and size `k`: the centre of the largest kernel, or
+/// with kernel transforms, centre-crop then transform step by step down to `k` (OFA).
+fn dw_kernel(b: &Block, mid: usize, k: usize) -> Result<Tensor> {
+    let mut w = b.dw.0.w.narrow(0, 0, mid)?;
+    let mut cur = w.dim(2)?;
+    for (ks, t) in b.transforms.iter().filter(|(ks, _)| *ks >= k) {
+        let off = (cur - ks) / 2;
+        w = w.narrow(2, off, *ks)?.narrow(3, off, *ks)?;
+        w = w
+            .reshape((mid, ks * ks))?
+            .matmul(&t.t()?)?
+            .reshape((mid, 1, *ks, *ks))?;
+        cur = *ks;
+    }
+    let off = (cur - k) / 2;
+    Ok(w.narrow(2, off, k)?.narrow(3, off, k)?)
 }
 
 /// Full (non-grouped) conv with `out` leading output channels; used for the stem.

@@ -238,7 +238,7 @@ fn training_updates_running_statistics_of_active_channels() {
 fn cost_matches_hand_count_and_running_count() {
     let s = tiny();
     let min = SubnetConfig::minnet(&s);
-    // hand count, see the comment in the issue-3 report: stem 55296, stage0 18432+16384,
+    // hand count (multiply-adds): stem 3*8*9*16*16 = 55296, stage0 18432+16384,
     // stage1 32768+9216+256+12288, stage2 18432+3456+6144, head 12288, classifier 480
     let c = cost(&s, &min).unwrap();
     assert_eq!(c.macs, 185_440);
@@ -398,4 +398,40 @@ fn decay_flags_and_sgd_training_reduces_loss() {
         sgd.backward_step(&loss).unwrap();
     }
     assert!(losses[7] < losses[0] * 0.7, "{losses:?}");
+}
+
+#[test]
+fn kernel_transform_option() {
+    let text = include_str!("../../spaces/tiny.toml").replace(
+        "name = \"tiny\"",
+        "name = \"tiny-kt\"\nkernel_transform = true",
+    );
+    let s = SearchSpace::from_toml(&text).unwrap();
+    assert!(s.kernel_transform);
+    let net = Supernet::new(&s, 3).unwrap();
+    let plain = Supernet::new(&tiny(), 3).unwrap();
+    let t = net
+        .params()
+        .iter()
+        .find(|p| p.name == "stages.1.blocks.0.dw.transform_5to3")
+        .unwrap();
+    assert_eq!(t.var.dims(), [9, 9]);
+    assert!(!t.decay);
+    let mut cfg = SubnetConfig::minnet(&s);
+    let x = input(2, 32, 1);
+    // identity at init: same as the plain centre (the two nets share every other weight since
+    // the transform params are drawn without consuming the init RNG)
+    let a = net.forward_t(&x, &cfg, Mode::Eval(None)).unwrap();
+    let b = plain.forward_t(&x, &cfg, Mode::Eval(None)).unwrap();
+    assert!(max_diff(&a, &b) < 1e-6);
+    // a learned matrix changes 3x3 subnets, and export bakes it in
+    t.var.set(&(t.var.as_tensor() * 0.5).unwrap()).unwrap();
+    let c = net.forward_t(&x, &cfg, Mode::Eval(None)).unwrap();
+    assert!(max_diff(&a, &c) > 1e-6);
+    cfg.stages[2].kernel = 5;
+    let dir = tempfile::tempdir().unwrap();
+    export_subnet(&net, &cfg, None, dir.path()).unwrap();
+    let st = StaticNet::load(dir.path()).unwrap();
+    let want = net.forward_t(&x, &cfg, Mode::Eval(None)).unwrap();
+    assert!(max_diff(&want, &st.forward(&x).unwrap()) < 1e-5);
 }

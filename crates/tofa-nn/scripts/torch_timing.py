@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""PyTorch timings for the shapes of `cargo bench -p tofa-nn` (run by hand, not in CI).
+
+    pip install torch --index-url <cpu wheel index>   # or any CPU torch >= 2.0
+    RAYON_NUM_THREADS=2 cargo bench -p tofa-nn         # ours
+    python3 crates/tofa-nn/scripts/torch_timing.py --threads 2 [--channels-last]
+
+Builds the `small` space's maxnet from `spaces/small.toml` with the same block layout as
+`tofa_nn::Supernet` (expand 1x1 + BN + act, depthwise kxk + BN + act, SE, project 1x1 + BN,
+residual; head conv + BN + act, pool, classifier) and times, at batch 32:
+  - depthwise 3x3, 96 channels, 32x32 and 64x64: forward, forward + backward
+  - a maxnet training step (forward, cross-entropy, backward, SGD nesterov) at 32x32 and 64x64
+"""
+import argparse
+import pathlib
+import time
+import tomllib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def act(name):
+    return {"relu": nn.ReLU(), "relu6": nn.ReLU6(), "hswish": nn.Hardswish()}[name]
+
+
+def make_divisible(v, d=8):
+    new = max(d, (v + d // 2) // d * d)
+    return new + d if new < 0.9 * v else new
+
+
+class SE(nn.Module):
+    def __init__(self, mid):
+        super().__init__()
+        r = make_divisible(mid // 4)
+        self.reduce = nn.Linear(mid, r)
+        self.expand = nn.Linear(r, mid)
+
+    def forward(self, x):
+        s = x.mean((2, 3))
+        s = F.hardsigmoid(self.expand(F.relu(self.reduce(s))))
+        return x * s[:, :, None, None]
+
+
+class Block(nn.Module):
+    def __init__(self, inp, out, k, e, stride, se, a):
+        super().__init__()
+        mid = inp * e
+        layers = []
+        if e > 1:
+            layers += [nn.Conv2d(inp, mid, 1, bias=False), nn.BatchNorm2d(mid), act(a)]
+        layers += [nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False), nn.BatchNorm2d(mid), act(a)]
+        if se:
+            layers.append(SE(mid))
+        layers += [nn.Conv2d(mid, out, 1, bias=False), nn.BatchNorm2d(out)]
+        self.body = nn.Sequential(*layers)
+        self.res = stride == 1 and inp == out
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.res else y
+
+
+def maxnet(space, classes=10):
+    st = space["stem"]
+    c = max(st["widths"])
+    layers = [nn.Conv2d(3, c, st.get("kernel", 3), st["stride"], 1, bias=False), nn.BatchNorm2d(c), act(st["act"])]
+    for s in space["stages"]:
+        out = max(s["widths"])
+        for j in range(max(s["depths"])):
+            layers.append(Block(c, out, max(s["kernels"]), max(s["expands"]), s["stride"] if j == 0 else 1, s["se"], s["act"]))
+            c = out
+    hw = max(space["head"]["widths"])
+    layers += [nn.Conv2d(c, hw, 1, bias=False), nn.BatchNorm2d(hw), act(space["head"]["act"]),
+               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(hw, classes)]
+    return nn.Sequential(*layers)
+
+
+def timeit(f, reps):
+    f()
+    f()
+    t = time.perf_counter()
+    for _ in range(reps):
+        f()
+    return (time.perf_counter() - t) / reps * 1e3
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--channels-last", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    for hw in (32, 64):
+        x = torch.randn(32, 96, hw, hw).to(memory_format=fmt).requires_grad_()
+        w = torch.randn(96, 1, 3, 3, requires_grad=True)
+        print(f"dwconv fwd     b32 c96 {hw}x{hw}: {timeit(lambda: F.conv2d(x, w, None, 1, 1, 1, 96), a.reps):8.2f} ms")
+        print(f"dwconv fwd+bwd b32 c96 {hw}x{hw}: {timeit(lambda: F.conv2d(x, w, None, 1, 1, 1, 96).sum().backward(), a.reps):8.2f} ms")
+    space = tomllib.loads((HERE.parent / "spaces" / "small.toml").read_text())
+    for hw in (32, 64):
+        net = maxnet(space).to(memory_format=fmt)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=4e-5)
+        x = torch.randn(32, 3, hw, hw).to(memory_format=fmt)
+        y = torch.arange(32) % 10
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+
+        print(f"train step small maxnet b32 {hw}x{hw}: {timeit(step, a.reps):8.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
