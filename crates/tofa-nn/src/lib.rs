@@ -57,6 +57,7 @@ pub mod dwconv;
 pub mod error;
 pub mod export;
 pub mod optim;
+pub mod pretrained;
 pub mod space;
 pub mod supernet;
 
@@ -65,5 +66,6 @@ pub use cost::{Cost, cost};
 pub use error::{NnError, Result};
 pub use export::{StaticNet, StaticNetConfig, export_subnet};
 pub use optim::{Sgd, SgdConfig};
+pub use pretrained::{LoadReport, Naming, load_pretrained, read_pth, read_safetensors};
 pub use space::{Activation, SearchSpace};
 pub use supernet::{BnStats, Mode, Param, Supernet, TrainOpts};

@@ -68,7 +68,7 @@ pub struct HeadSpace {
 
 /// A validated search space. Construct with [`SearchSpace::from_toml`], [`SearchSpace::builtin`]
 /// or `TryFrom<SearchSpaceWire>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "SearchSpaceWire")]
 pub struct SearchSpace {
     /// Short name (`paper`, `lite0`, ...).
@@ -89,6 +89,8 @@ pub struct SearchSpace {
     /// one times a learned `k*k x k*k` matrix (identity at init), per block and kernel size,
     /// instead of the plain centre.
     pub kernel_transform: bool,
+    /// BatchNorm epsilon (1e-5 as PyTorch; 1e-3 for TF-trained EfficientNet weights).
+    pub bn_eps: f64,
 }
 
 /// Wire form of [`StemSpace`].
@@ -139,6 +141,12 @@ pub struct SearchSpaceWire {
     pub head: HeadSpaceWire,
     #[serde(default)]
     pub kernel_transform: bool,
+    #[serde(default = "default_eps")]
+    pub bn_eps: f64,
+}
+
+fn default_eps() -> f64 {
+    1e-5
 }
 
 fn three() -> usize {
@@ -244,6 +252,12 @@ impl TryFrom<SearchSpaceWire> for SearchSpace {
                 ),
             ));
         }
+        if !(w.bn_eps > 0.0 && w.bn_eps < 1.0) {
+            return Err(space_err(
+                "bn_eps",
+                format!("{} is not in (0, 1)", w.bn_eps),
+            ));
+        }
         if w.head.expand == Some(0) {
             return Err(space_err("head.expand", "zero"));
         }
@@ -261,6 +275,7 @@ impl TryFrom<SearchSpaceWire> for SearchSpace {
             stages,
             head,
             kernel_transform: w.kernel_transform,
+            bn_eps: w.bn_eps,
         })
     }
 }

@@ -12,7 +12,6 @@ use crate::dwconv::depthwise_conv2d;
 use crate::error::{NnError, Result};
 use crate::space::{Activation, SearchSpace, max_of, se_channels};
 
-const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
 /// A trainable tensor with its stable name and whether weight decay applies (not to biases or
@@ -68,6 +67,7 @@ enum Run<'a, 'b> {
 /// Per-forward context: the mode plus multiply-add and parameter counters.
 struct Ctx<'a, 'b> {
     run: Run<'a, 'b>,
+    eps: f64,
     macs: u64,
     params: u64,
 }
@@ -356,6 +356,15 @@ impl Supernet {
         Ok(())
     }
 
+    /// The variable (parameter or BN buffer) named `name`.
+    pub fn var(&self, name: &str) -> Option<&Var> {
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.var)
+            .or_else(|| self.buffers.iter().find(|(n, _)| n == name).map(|(_, v)| v))
+    }
+
     /// Trainable parameters (maxnet-sized), in a stable order.
     pub fn params(&self) -> &[Param] {
         &self.params
@@ -509,6 +518,7 @@ impl Supernet {
         }
         let mut ctx = Ctx {
             run,
+            eps: self.space.bn_eps,
             macs: 0,
             params: 0,
         };
@@ -723,7 +733,7 @@ fn bn(ctx: &mut Ctx, x: &Tensor, l: &Bn) -> Result<Tensor> {
             (mean, var)
         }
     };
-    let scale = gamma.broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
+    let scale = gamma.broadcast_div(&(var + ctx.eps)?.sqrt()?)?;
     Ok(x.broadcast_sub(&mean)?
         .broadcast_mul(&scale)?
         .broadcast_add(&beta)?)
