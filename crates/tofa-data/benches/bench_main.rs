@@ -1,1 +1,3 @@
-fn main() {}
+mod benchmarks;
+
+criterion::criterion_main!(benchmarks::batch_assembly::benches);
