@@ -118,6 +118,11 @@ pub fn adjust_sharpness(img: &Img, factor: f32) -> Img {
     img.with_data(data)
 }
 
+/// Python's `x % 1.0` (`x - floor(x)`), much cheaper than `fmod`.
+fn frac(x: f32) -> f32 {
+    x - x.floor()
+}
+
 fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let maxc = r.max(g).max(b);
     let minc = r.min(g).min(b);
@@ -137,7 +142,7 @@ fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     } else {
         0.0
     };
-    let h = ((hr + hg + hb) / 6.0 + 1.0).rem_euclid(1.0);
+    let h = frac((hr + hg + hb) / 6.0 + 1.0);
     (h, s, maxc)
 }
 
@@ -170,7 +175,7 @@ pub fn adjust_hue(img: &Img, factor: f32) -> Img {
             f32::from(p[1]) / 255.0,
             f32::from(p[2]) / 255.0,
         );
-        let (r, g, b) = hsv_to_rgb((h + factor).rem_euclid(1.0), s, v);
+        let (r, g, b) = hsv_to_rgb(frac(h + factor), s, v);
         data.extend([(r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8]);
     }
     img.with_data(data)
