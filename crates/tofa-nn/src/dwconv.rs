@@ -301,7 +301,16 @@ mod tests {
     #[test]
     fn matches_candle_grouped_conv() {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        for (k, stride, h) in [(3, 1, 7), (3, 2, 8), (5, 1, 6), (5, 2, 9), (3, 2, 1), (5, 2, 2), (3, 1, 1), (7, 1, 4)] {
+        for (k, stride, h) in [
+            (3, 1, 7),
+            (3, 2, 8),
+            (5, 1, 6),
+            (5, 2, 9),
+            (3, 2, 1),
+            (5, 2, 2),
+            (3, 1, 1),
+            (7, 1, 4),
+        ] {
             let x = rand_t(&[2, 3, h, h], &mut rng);
             let w = rand_t(&[3, 1, k, k], &mut rng);
             let ours = depthwise_conv2d(&x, &w, stride).unwrap();

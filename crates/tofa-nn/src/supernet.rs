@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::bn::{batch_norm_train, batch_stats};
 use crate::config::SubnetConfig;
 use crate::dwconv::depthwise_conv2d;
 use crate::error::{NnError, Result};
@@ -690,51 +691,47 @@ fn linear(ctx: &mut Ctx, x: &Tensor, w: &Var, b: &Var, out: usize) -> Result<Ten
 fn bn(ctx: &mut Ctx, x: &Tensor, l: &Bn) -> Result<Tensor> {
     let c = x.dim(1)?;
     ctx.params += 2 * c as u64;
-    let gamma = l.gamma.narrow(0, 0, c)?.reshape((1, c, 1, 1))?;
-    let beta = l.beta.narrow(0, 0, c)?.reshape((1, c, 1, 1))?;
-    let (mean, var) = match &mut ctx.run {
+    let gamma = l.gamma.narrow(0, 0, c)?;
+    let beta = l.beta.narrow(0, 0, c)?;
+    let eps = ctx.eps;
+    match &mut ctx.run {
         Run::Eval(stats) => {
             let (m, v) = match stats.and_then(|s| s.stats.get(&l.name)) {
                 Some((m, v)) => (m.clone(), v.clone()),
                 None => (l.mean.narrow(0, 0, c)?, l.var.narrow(0, 0, c)?),
             };
-            (m.reshape((1, c, 1, 1))?, v.reshape((1, c, 1, 1))?)
+            let scale = (gamma / (v + eps)?.sqrt()?)?;
+            let shift = (beta - (m * &scale)?)?;
+            Ok(x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&shift.reshape((1, c, 1, 1))?)?)
         }
-        run => {
-            let mean = x.mean_keepdim((0, 2, 3))?;
-            let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
-            let (md, vd) = (mean.detach().flatten_all()?, var.detach().flatten_all()?);
-            match run {
-                Run::Calibrate(acc) => {
-                    let e = acc.remove(&l.name);
-                    let sum = match e {
-                        Some((m, v)) => ((m + &md)?, (v + &vd)?),
-                        None => (md, vd),
-                    };
-                    acc.insert(l.name.clone(), sum);
-                }
-                Run::Train(o) if o.update_bn_stats => {
-                    let n = (x.elem_count() / c) as f64;
-                    let unbiased = (vd * (n / (n - 1.0).max(1.0)))?;
-                    let upd = |buf: &Var, v: &Tensor| -> Result<()> {
-                        let old = buf.as_tensor().narrow(0, 0, c)?;
-                        let new = ((old * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?;
-                        let full = buf
-                            .as_tensor()
-                            .slice_assign(std::slice::from_ref(&(0..c)), &new)?;
-                        buf.set(&full)?;
-                        Ok(())
-                    };
-                    upd(&l.mean, &md)?;
-                    upd(&l.var, &unbiased)?;
-                }
-                _ => {}
+        Run::Calibrate(acc) => {
+            let (md, vd) = batch_stats(x)?;
+            let sum = match acc.remove(&l.name) {
+                Some((m, v)) => ((m + &md)?, (v + &vd)?),
+                None => (md, vd),
+            };
+            acc.insert(l.name.clone(), sum);
+            batch_norm_train(x, &gamma, &beta, eps)
+        }
+        Run::Train(o) => {
+            if o.update_bn_stats {
+                let (md, vd) = batch_stats(x)?;
+                let n = (x.elem_count() / c) as f64;
+                let unbiased = (vd * (n / (n - 1.0).max(1.0)))?;
+                let upd = |buf: &Var, v: &Tensor| -> Result<()> {
+                    let old = buf.as_tensor().narrow(0, 0, c)?;
+                    let new = ((old * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?;
+                    let full = buf
+                        .as_tensor()
+                        .slice_assign(std::slice::from_ref(&(0..c)), &new)?;
+                    buf.set(&full)?;
+                    Ok(())
+                };
+                upd(&l.mean, &md)?;
+                upd(&l.var, &unbiased)?;
             }
-            (mean, var)
+            batch_norm_train(x, &gamma, &beta, eps)
         }
-    };
-    let scale = gamma.broadcast_div(&(var + ctx.eps)?.sqrt()?)?;
-    Ok(x.broadcast_sub(&mean)?
-        .broadcast_mul(&scale)?
-        .broadcast_add(&beta)?)
+    }
 }
