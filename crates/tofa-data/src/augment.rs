@@ -795,6 +795,43 @@ mod tests {
     }
 
     #[test]
+    fn op_dispatch_matches_the_definitions() {
+        let img = ramp(6, 5);
+        assert_eq!(AugOp::Color.apply(&img, 0.5), adjust_saturation(&img, 1.5));
+        assert_eq!(
+            AugOp::Contrast.apply(&img, -0.3),
+            adjust_contrast(&img, 0.7)
+        );
+        assert_eq!(
+            AugOp::Brightness.apply(&img, 0.2),
+            adjust_brightness(&img, 1.2)
+        );
+        assert_eq!(
+            AugOp::Sharpness.apply(&img, 0.9),
+            adjust_sharpness(&img, 1.9)
+        );
+        assert_eq!(AugOp::Posterize.apply(&img, 5.0), posterize(&img, 5));
+        assert_eq!(AugOp::Solarize.apply(&img, 100.0), solarize(&img, 100.0));
+        assert_eq!(AugOp::Rotate.apply(&img, -12.0), rotate(&img, -12.0));
+        assert_eq!(AugOp::ShearX.apply(&img, 0.2), shear_x(&img, 0.2));
+        assert_eq!(AugOp::Identity.apply(&img, 3.0), img);
+        // every op of the ImageNet policy keeps shape and changes a generic image somewhere
+        // (big enough for equalize's histogram step to be nonzero)
+        // and not spanning 0..=255, so autocontrast has something to stretch
+        let img = ramp(20, 20).map(|v| (30 + u16::from(v) * 3 / 4) as u8);
+        for sub in IMAGENET_POLICY {
+            for (op, _, bin) in sub {
+                let (m, _) = bin.map_or((0.0, false), |b| op.magnitude(b, 10, (img.h, img.w)));
+                let out = op.apply(&img, m);
+                assert_eq!((out.h, out.w, out.c), (img.h, img.w, img.c));
+                if m != 0.0 || bin.is_none() {
+                    assert_ne!(out, img, "{op:?} at {m} left the image unchanged");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn views_have_the_output_size_and_are_deterministic() {
         use rand::SeedableRng;
         let img = ramp(20, 24);

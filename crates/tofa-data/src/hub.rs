@@ -28,7 +28,7 @@ pub struct HubSource {
     /// The split whose shards are read (`train`, `test`, ...): a path component equal to it,
     /// or a file name starting with `<split>-` or `<split>.`.
     pub split: String,
-    /// The hub's base URL; `None` is `https://huggingface.co`.
+    /// The hub's base URL; `None` is `$HF_ENDPOINT`, else `https://huggingface.co`.
     pub endpoint: Option<String>,
     /// hf-hub's cache directory; `None` is `$HF_HOME/hub` or `~/.cache/huggingface/hub`.
     pub cache_dir: Option<PathBuf>,
@@ -139,7 +139,11 @@ impl HubSource {
             let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(self.cache())
                 .with_progress(false)
                 .with_token(self.token.clone());
-            if let Some(e) = &self.endpoint {
+            let endpoint = self
+                .endpoint
+                .clone()
+                .or_else(|| std::env::var("HF_ENDPOINT").ok());
+            if let Some(e) = &endpoint {
                 builder = builder.with_endpoint(e.trim_end_matches('/').to_owned());
             }
             let api = builder

@@ -47,6 +47,27 @@ pub struct SplitManifest {
     pub digest: String,
 }
 
+/// Labelled images per class in the paper's semi-supervised experiments (Table 2: labelled
+/// samples / classes, rounded), by data set.
+pub const PAPER_LABELLED_PER_CLASS: [(&str, usize); 6] = [
+    ("aircraft", 13),
+    ("cars", 11),
+    ("flowers", 3),
+    ("pets", 7),
+    ("cifar10", 20),
+    ("cifar100", 20),
+];
+
+/// The paper's labelled-per-class count for a data set whose name contains one of
+/// [`PAPER_LABELLED_PER_CLASS`]'s keys (`synth-cifar100` -> 20, `flowers102` -> 3).
+pub fn paper_labelled_per_class(name: &str) -> Option<usize> {
+    let name = name.to_ascii_lowercase().replace(['-', '_'], "");
+    // longest key first, so "cifar100" wins over "cifar10"
+    let mut keys = PAPER_LABELLED_PER_CLASS;
+    keys.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+    keys.iter().find(|(k, _)| name.contains(k)).map(|&(_, n)| n)
+}
+
 /// Cuts `train` into labelled, unlabelled and validation indices.
 pub fn make_split(train: &Dataset, spec: &SplitSpec) -> Result<Split> {
     if !(0.0..1.0).contains(&spec.validation_fraction) {

@@ -86,3 +86,12 @@ fn manifest_round_trip_and_tamper_detection() {
         "{err}"
     );
 }
+
+#[test]
+fn paper_labelled_counts_by_name() {
+    use tofa_data::split::paper_labelled_per_class;
+    assert_eq!(paper_labelled_per_class("synth-cifar100"), Some(20));
+    assert_eq!(paper_labelled_per_class("synth-flowers"), Some(3));
+    assert_eq!(paper_labelled_per_class("FGVC_aircraft"), Some(13));
+    assert_eq!(paper_labelled_per_class("mnist"), None);
+}
