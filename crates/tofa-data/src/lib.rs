@@ -8,6 +8,13 @@
 //! - [`split`]: stratified, seeded splits saved as JSON manifests.
 //! - [`augment`]: torchvision's weak pipeline and AutoAugment (ImageNet policy) / RandAugment.
 //! - [`batch`]: parallel, thread-count-independent batch assembly, samplers, eval batches.
+//!
+//! Invariants:
+//! - Every random draw is keyed by values (seed, stream, step, position, index) through
+//!   [`rng`], never by thread scheduling: a batch is the same on 1 or 16 threads.
+//! - Only [`hub`] touches the network, and only through hf-hub, into hf-hub's cache.
+//! - Only wire types (split manifests) derive serde.
+//! - One error type, [`DataError`]; messages are lowercase and name the file, column or class.
 
 pub mod augment;
 pub mod batch;

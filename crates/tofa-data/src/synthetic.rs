@@ -22,6 +22,11 @@
 //! fine-grained) use the same motifs and palette, so features learned on the source
 //! (detectors for these strokes, textures and colours) carry over, while the classes and
 //! their compositions are new.
+//!
+//! # How hard
+//! A nearest-class-mean classifier on raw pixels (world seed 0, 32x32; the ignored test
+//! `default_suite_baselines` prints this) reaches 0.146 on the source (chance 0.010),
+//! 0.10-0.33 on the targets (chance 0.02-0.10): signal above chance, far from solved.
 
 use std::f32::consts::PI;
 

@@ -72,3 +72,24 @@ fn tasks_are_learnable_but_far_from_trivial() {
     assert!(acc > 0.15, "no signal: {acc}");
     assert!(acc < 0.7, "too easy: {acc}");
 }
+
+/// Prints a nearest-class-mean pixel baseline for every task of the default suite:
+/// `cargo test -p tofa-data --test it -- --ignored --nocapture default_suite_baselines`.
+#[test]
+#[ignore = "prints a report; about a second in release, several in debug"]
+fn default_suite_baselines() {
+    let cfg = SyntheticConfig::default();
+    for spec in std::iter::once(&cfg.source).chain(&cfg.targets) {
+        let tt = generate_task(cfg.world_seed, spec, cfg.size).unwrap();
+        let acc = nearest_mean_accuracy(&tt.train, &tt.test);
+        eprintln!(
+            "{:16} classes {:3} train {:6} test {:5} nearest-mean {:.3} (chance {:.3})",
+            spec.name,
+            spec.classes,
+            tt.train.len(),
+            tt.test.len(),
+            acc,
+            1.0 / spec.classes as f64
+        );
+    }
+}
