@@ -55,5 +55,45 @@ fn main() -> candle_core::Result<()> {
             .backward()
             .map(|_| ())
     })?;
+    time("relu fwd+bwd", || {
+        x.relu()?.sum_all()?.backward().map(|_| ())
+    })?;
+    time("clamp(0,6) fwd+bwd", || {
+        x.clamp(0f32, 6f32)?.sum_all()?.backward().map(|_| ())
+    })?;
+    time("hswish fwd+bwd", || {
+        let x = x.as_tensor();
+        (x * ((x + 3.0)?.clamp(0f32, 6f32)? / 6.0)?)?
+            .sum_all()?
+            .backward()
+            .map(|_| ())
+    })?;
+    time("bn op fwd+bwd", || {
+        let g = Var::from_tensor(&Tensor::ones(96, DType::F32, &dev)?)?;
+        let b = Var::from_tensor(&Tensor::zeros(96, DType::F32, &dev)?)?;
+        tofa_nn::bn::batch_norm_train(&x, &g, &b, 1e-5)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+            .sum_all()?
+            .backward()
+            .map(|_| ())
+    })?;
+    time("dwconv fwd+bwd", || {
+        let wd = Var::from_tensor(&wd)?;
+        tofa_nn::dwconv::depthwise_conv2d(&x, &wd, 1)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+            .sum_all()?
+            .backward()
+            .map(|_| ())
+    })?;
+    time("fused hswish fwd+bwd", || {
+        tofa_nn::act::apply(&x, tofa_nn::act::Fn1::Hswish)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+            .sum_all()?
+            .backward()
+            .map(|_| ())
+    })?;
+    time("sum_all + backward only", || {
+        x.sum_all()?.backward().map(|_| ())
+    })?;
     Ok(())
 }

@@ -51,6 +51,7 @@
 //! A new task's classifier: [`Supernet::reset_classifier`]. Checkpoints:
 //! [`Supernet::save`] / [`Supernet::load`] (safetensors; key names are pinned by a test).
 
+pub mod act;
 pub mod bn;
 pub mod config;
 pub mod cost;

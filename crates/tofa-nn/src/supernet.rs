@@ -213,15 +213,11 @@ pub struct Supernet {
 }
 
 fn act(x: &Tensor, a: Activation) -> Result<Tensor> {
-    Ok(match a {
-        Activation::Relu => x.relu()?,
-        Activation::Relu6 => x.clamp(0f32, 6f32)?,
-        Activation::Hswish => (x * ((x + 3.0)?.clamp(0f32, 6f32)? / 6.0)?)?,
-    })
+    crate::act::apply(x, a.into())
 }
 
 fn hsigmoid(x: &Tensor) -> Result<Tensor> {
-    Ok(((x + 3.0)?.clamp(0f32, 6f32)? / 6.0)?)
+    crate::act::apply(x, crate::act::Fn1::Hsigmoid)
 }
 
 impl Supernet {
