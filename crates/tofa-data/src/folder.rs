@@ -45,18 +45,20 @@ pub(crate) fn to_fixed(
     }
 }
 
-/// Decoded images turned into one dataset: the channel count and size come from `opts`, or
-/// from the first image (RGB unless it is grayscale) where `opts` leaves them open.
+/// Decoded images turned into one dataset: the channel count is `channels`, else 3 with
+/// `opts.rgb`, else that of the first image; the size is `opts.size`, else the first image's.
 pub(crate) fn assemble(
     name: &str,
     images: Vec<image::DynamicImage>,
     labels: Vec<u32>,
     class_names: Vec<String>,
     opts: &LoadOptions,
+    channels: Option<usize>,
 ) -> Result<Dataset> {
     let first = images.first();
-    let channels = match first {
-        Some(img) if !opts.rgb && is_gray(img) => 1,
+    let channels = match (channels, first) {
+        (Some(c), _) => c,
+        (None, Some(img)) if !opts.rgb && is_gray(img) => 1,
         _ => 3,
     };
     let size = opts
@@ -88,6 +90,15 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Loads one ImageFolder tree. Every sub-folder is a class; files with other extensions are
 /// skipped; an empty tree or an undecodable image is an error naming it.
 pub fn load_image_folder(root: &Path, name: &str, opts: &LoadOptions) -> Result<Dataset> {
+    load_folder(root, name, opts, None)
+}
+
+fn load_folder(
+    root: &Path,
+    name: &str,
+    opts: &LoadOptions,
+    channels: Option<usize>,
+) -> Result<Dataset> {
     let folder_err = |reason: &str| DataError::Folder {
         path: root.to_owned(),
         reason: reason.to_owned(),
@@ -128,7 +139,7 @@ pub fn load_image_folder(root: &Path, name: &str, opts: &LoadOptions) -> Result<
         })
         .collect::<Result<Vec<_>>>()?;
     let labels = files.iter().map(|(_, l)| *l).collect();
-    assemble(name, images, labels, class_names, opts)
+    assemble(name, images, labels, class_names, opts, channels)
 }
 
 /// Loads `root/train` and `root/test`, which must hold the same classes. The test half takes
@@ -137,9 +148,14 @@ pub fn load_image_folder_pair(root: &Path, name: &str, opts: &LoadOptions) -> Re
     let train = load_image_folder(&root.join("train"), &format!("{name}/train"), opts)?;
     let test_opts = LoadOptions {
         size: Some((train.height(), train.width())),
-        rgb: opts.rgb || train.channels() == 3,
+        rgb: opts.rgb,
     };
-    let test = load_image_folder(&root.join("test"), &format!("{name}/test"), &test_opts)?;
+    let test = load_folder(
+        &root.join("test"),
+        &format!("{name}/test"),
+        &test_opts,
+        Some(train.channels()),
+    )?;
     if test.class_names() != train.class_names() {
         return Err(DataError::Folder {
             path: root.join("test"),
@@ -150,10 +166,5 @@ pub fn load_image_folder_pair(root: &Path, name: &str, opts: &LoadOptions) -> Re
             ),
         });
     }
-    let test = if train.channels() == 1 {
-        test
-    } else {
-        test.into_rgb()
-    };
     Ok(TrainTest { train, test })
 }

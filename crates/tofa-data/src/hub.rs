@@ -243,6 +243,7 @@ impl HubSource {
             labels,
             names.unwrap_or_else(|| numbered_classes(num_classes)),
             opts,
+            None,
         )
     }
 

@@ -231,3 +231,23 @@ fn image_folder_png_and_jpeg_with_resize() {
         "{m}"
     );
 }
+
+#[test]
+fn image_folder_test_half_follows_train_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    for split in ["train", "test"] {
+        let c = dir.path().join(split).join("only");
+        std::fs::create_dir_all(&c).unwrap();
+        if split == "train" {
+            image::GrayImage::from_pixel(5, 5, image::Luma([77]))
+                .save(c.join("g.png"))
+                .unwrap();
+        } else {
+            write_png(&c.join("c.png"), 7, 7, [90, 90, 90]);
+        }
+    }
+    let tt = load_image_folder_pair(dir.path(), "gray", &LoadOptions::default()).unwrap();
+    assert_eq!((tt.train.channels(), tt.test.channels()), (1, 1));
+    assert_eq!((tt.test.height(), tt.test.width()), (5, 5));
+    assert_eq!(tt.test.image(0)[0], 90);
+}
