@@ -176,7 +176,12 @@ pub fn adjust_hue(img: &Img, factor: f32) -> Img {
             f32::from(p[2]) / 255.0,
         );
         let (r, g, b) = hsv_to_rgb(frac(h + factor), s, v);
-        data.extend([(r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8]);
+        // `convert_image_dtype(float -> uint8)`: multiply by 256 - 1e-3, truncate
+        data.extend([
+            (r * 255.999) as u8,
+            (g * 255.999) as u8,
+            (b * 255.999) as u8,
+        ]);
     }
     img.with_data(data)
 }
