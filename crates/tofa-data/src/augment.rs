@@ -756,6 +756,9 @@ mod tests {
         let red = Img::new(1, 1, 3, vec![255, 0, 0]);
         assert_eq!(adjust_hue(&red, 0.5).data, vec![0, 255, 255]);
         assert_eq!(adjust_hue(&red, 0.0).data, red.data);
+        // a zero shift round-trips through HSV (convert_image_dtype's 255.999 keeps 200 at 200)
+        let px = Img::new(1, 2, 3, vec![200, 100, 50, 13, 180, 77]);
+        assert_eq!(adjust_hue(&px, 0.0).data, px.data);
     }
 
     #[test]
