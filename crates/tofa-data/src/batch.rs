@@ -61,6 +61,70 @@ impl BatchConfig {
     }
 }
 
+impl BatchConfig {
+    /// Checks every range a random draw or a division relies on.
+    pub fn validate(&self) -> Result<()> {
+        let w = &self.weak;
+        let ordered = |(a, b): (f32, f32)| a.is_finite() && b.is_finite() && a <= b;
+        if !(ordered(w.scale) && w.scale.0 > 0.0 && w.scale.1 <= 1.0) {
+            return Err(config(
+                "weak.scale",
+                format!("{:?} is not an interval within (0, 1]", w.scale),
+            ));
+        }
+        if !(ordered(w.ratio) && w.ratio.0 > 0.0) {
+            return Err(config(
+                "weak.ratio",
+                format!("{:?} is not a positive interval", w.ratio),
+            ));
+        }
+        if !(0.0..=1.0).contains(&w.flip_p) {
+            return Err(config(
+                "weak.flip_p",
+                format!("{} is not a probability", w.flip_p),
+            ));
+        }
+        for (field, v) in [
+            ("weak.brightness", w.brightness),
+            ("weak.contrast", w.contrast),
+            ("weak.saturation", w.saturation),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(config(field, format!("{v} is not a non-negative strength")));
+            }
+        }
+        if !(0.0..=0.5).contains(&w.hue) {
+            return Err(config("weak.hue", format!("{} is not in [0, 0.5]", w.hue)));
+        }
+        if let StrongAug::RandAugment {
+            magnitude,
+            num_bins,
+            ..
+        } = self.strong
+            && (num_bins < 2 || magnitude >= num_bins)
+        {
+            return Err(config(
+                "strong.magnitude",
+                format!(
+                    "magnitude {magnitude} needs at least 2 bins and fewer than num_bins ({num_bins})"
+                ),
+            ));
+        }
+        if self
+            .normalize
+            .std
+            .iter()
+            .any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(config(
+                "normalize.std",
+                format!("{:?} must be positive", self.normalize.std),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Which view of an image a batch holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
@@ -117,6 +181,7 @@ pub fn assemble(
     (seed, stream, step): (u64, u64, u64),
     device: &Device,
 ) -> Result<Tensor> {
+    cfg.validate()?;
     let (oh, ow) = cfg.out_size;
     if oh == 0 || ow == 0 {
         return Err(config("out_size", format!("{oh}x{ow} is empty")));
@@ -256,6 +321,7 @@ impl<'a> TrainLoader<'a> {
         seed: u64,
         device: Device,
     ) -> Result<Self> {
+        cfg.validate()?;
         if batch_labelled == 0 {
             return Err(config("batch_labelled", "must be at least 1"));
         }

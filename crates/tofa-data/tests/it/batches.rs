@@ -134,3 +134,35 @@ fn eval_batches_are_sequential_and_unaugmented() {
     // image 8, channel 0, pixel 0
     assert!((v[0] - f32::from(ds.image(8)[0]) / 255.0).abs() < 1e-6);
 }
+
+#[test]
+fn bad_augmentation_settings_are_errors_not_panics() {
+    let ds = toy(2, 2, (4, 4));
+    let mut cfg = BatchConfig::new((4, 4));
+    cfg.weak.scale = (0.9, 0.2);
+    let err = assemble(&ds, &[0], &cfg, View::Weak, (0, 0, 0), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("weak.scale"), "{err}");
+    let mut cfg = BatchConfig::new((4, 4));
+    cfg.strong = tofa_data::augment::StrongAug::RandAugment {
+        num_ops: 2,
+        magnitude: 31,
+        num_bins: 31,
+    };
+    let err = assemble(&ds, &[0], &cfg, View::Strong, (0, 0, 0), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("strong.magnitude"), "{err}");
+    let err = assemble(
+        &ds,
+        &[5],
+        &BatchConfig::new((4, 4)),
+        View::Plain,
+        (0, 0, 0),
+        &Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("index 5 out of range"), "{err}");
+}
