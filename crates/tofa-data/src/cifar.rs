@@ -80,7 +80,7 @@ pub fn read_cifar_batch(path: &Path, kind: CifarKind) -> Result<(Vec<u8>, Vec<u3
             return Err(DataError::LabelOutOfRange {
                 source_name: path.display().to_string(),
                 index,
-                label: u64::from(label),
+                label: i64::from(label),
                 num_classes: kind.num_classes(),
             });
         }

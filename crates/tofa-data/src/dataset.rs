@@ -97,7 +97,7 @@ impl Dataset {
             return Err(DataError::LabelOutOfRange {
                 source_name: name,
                 index,
-                label: u64::from(label),
+                label: i64::from(label),
                 num_classes: class_names.len(),
             });
         }

@@ -28,7 +28,7 @@ pub enum DataError {
     LabelOutOfRange {
         source_name: String,
         index: usize,
-        label: u64,
+        label: i64,
         num_classes: usize,
     },
 

@@ -226,7 +226,7 @@ impl HubSource {
                 return Err(DataError::LabelOutOfRange {
                     source_name: format!("{name} column {label_col}"),
                     index,
-                    label: l as u64,
+                    label: l,
                     num_classes,
                 });
             }

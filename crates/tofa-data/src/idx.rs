@@ -142,7 +142,7 @@ pub fn load_idx(
         return Err(DataError::LabelOutOfRange {
             source_name: labels.display().to_string(),
             index,
-            label: u64::from(label),
+            label: i64::from(label),
             num_classes: class_names.len(),
         });
     }
