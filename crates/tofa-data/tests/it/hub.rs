@@ -207,6 +207,15 @@ fn toy_repos(dir: &std::path::Path) -> Repos {
             ),
         ],
     );
+    let unlabelled = dir.join("u0");
+    write_parquet_shard(&unlabelled, Some("image"), &images[..2], "label", &[-1, -1]).unwrap();
+    repos.insert(
+        "toy/unlabelled".into(),
+        vec![(
+            "data/test-00000-of-00001.parquet".into(),
+            std::fs::read(unlabelled).unwrap(),
+        )],
+    );
     repos.insert(
         "toy/no-images".into(),
         vec![(
@@ -259,6 +268,20 @@ fn hub_loader_downloads_caches_and_works_offline() {
     .to_string();
     assert!(
         err.contains("toy/no-images") && err.contains("no image column") && err.contains("label"),
+        "{err}"
+    );
+
+    // labels outside the classes (hub test splits often hold -1)
+    let err = HubSource {
+        repo: "toy/unlabelled".into(),
+        split: "test".into(),
+        ..source.clone()
+    }
+    .load(&opts)
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("label -1 out of range") && err.contains("column label"),
         "{err}"
     );
 
