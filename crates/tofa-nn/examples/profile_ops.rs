@@ -92,6 +92,24 @@ fn main() -> candle_core::Result<()> {
             .backward()
             .map(|_| ())
     })?;
+    time("conv1x1 via transpose fwd+bwd", || {
+        let xt = x
+            .reshape((32, 96, 1024))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((96, 32 * 1024))?;
+        let y = w
+            .matmul(&xt)?
+            .reshape((24, 32, 1024))?
+            .transpose(0, 1)?
+            .contiguous()?;
+        y.sum_all()?.backward().map(|_| ())
+    })?;
+    time("conv1x1 broadcast fwd only", || {
+        w.broadcast_matmul(&x.reshape((32, 96, 1024))?)?
+            .sum_all()
+            .map(|_| ())
+    })?;
     time("sum_all + backward only", || {
         x.sum_all()?.backward().map(|_| ())
     })?;

@@ -18,8 +18,17 @@
 //! - [`export_subnet`] / [`StaticNet`] ([`export`]): a subnet as safetensors + JSON, run by a
 //!   non-elastic network.
 //! - [`Sgd`] ([`optim`]): SGD with momentum, Nesterov and weight decay over [`Param`]s.
-//! - [`dwconv::depthwise_conv2d`]: the depthwise convolution custom op (forward, input and
-//!   weight gradients).
+//! - [`pretrained`]: ImageNet weights into the maxnet: safetensors and PyTorch `.pth` (zip and
+//!   legacy formats), timm and EfficientNet-PyTorch names, a [`LoadReport`].
+//! - Custom ops (CPU, forward + backward), where composed candle ops are slow:
+//!   [`dwconv::depthwise_conv2d`], [`bn::batch_norm_train`], [`act::apply`]. 1x1 convolutions
+//!   run as batched matmuls.
+//!
+//! # Speed
+//! Binaries should set `RAYON_NUM_THREADS` (the custom ops use rayon; candle's matmul uses its
+//! own pool sized from the same variable). `cargo bench -p tofa-nn` runs the criterion benches;
+//! `scripts/torch_timing.py` times the same shapes in PyTorch; `examples/profile_step.rs`
+//! splits a training step into forward, backward and SGD.
 //!
 //! # Using it from a training loop
 //! ```

@@ -652,11 +652,56 @@ fn dw_kernel(b: &Block, mid: usize, k: usize) -> Result<Tensor> {
 fn conv_full(ctx: &mut Ctx, x: &Tensor, c: &Conv, out: usize, stride: usize) -> Result<Tensor> {
     let (_, inp, k, _) = c.w.dims4()?;
     let w = c.w.narrow(0, 0, out)?;
-    let y = x.conv2d(&w, k / 2, stride, 1, 1)?;
+    let y = conv2d_im2col(x, &w, stride)?;
     let (_, _, ho, wo) = y.dims4()?;
     ctx.macs += (out * inp * k * k * ho * wo) as u64;
     ctx.params += (out * inp * k * k) as u64;
     Ok(y)
+}
+
+/// Every `(ky, kx)` tap of `x` `[B, C, H, W]` at stride `stride` with zero padding `k / 2`:
+/// returns `[B, C, Ho, Wo]` for each tap.
+fn tap(xp: &Tensor, ky: usize, kx: usize, ho: usize, wo: usize, stride: usize) -> Result<Tensor> {
+    let (b, c, _, _) = xp.dims4()?;
+    let mut t = xp.narrow(2, ky, stride * ho)?.narrow(3, kx, stride * wo)?;
+    if stride > 1 {
+        // rows ky, ky + s, ...: view as [.., ho, s, ..] and keep index 0 (no strided slicing)
+        t = t
+            .reshape((b, c, ho, stride, stride * wo))?
+            .narrow(3, 0, 1)?
+            .squeeze(3)?;
+        t = t
+            .reshape((b, c, ho, wo, stride))?
+            .narrow(4, 0, 1)?
+            .squeeze(4)?;
+    }
+    Ok(t)
+}
+
+/// A full convolution (groups 1, padding `k / 2`) as im2col + matmul, built from candle ops
+/// that have cheap backward passes. Used for the stem, whose 3 input channels make candle's
+/// `conv2d` backward (transposed convolutions) by far the slowest op of a training step.
+///
+/// # Shapes
+/// - `x`: `[B, C, H, W]`, `w`: `[O, C, k, k]`; returns `[B, O, (H - 1) / s + 1, (W - 1) / s + 1]`
+pub(crate) fn conv2d_im2col(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
+    let (b, c, h, wd) = x.dims4()?;
+    let (o, _, k, _) = w.dims4()?;
+    let p = k / 2;
+    let (ho, wo) = ((h + 2 * p - k) / stride + 1, (wd + 2 * p - k) / stride + 1);
+    // pad right/bottom by p + stride so every tap's `stride * ho` window fits
+    let xp = x
+        .pad_with_zeros(2, p, p + stride)?
+        .pad_with_zeros(3, p, p + stride)?;
+    let mut taps = Vec::with_capacity(k * k);
+    for ky in 0..k {
+        for kx in 0..k {
+            taps.push(tap(&xp, ky, kx, ho, wo, stride)?.unsqueeze(2)?);
+        }
+    }
+    let cols = Tensor::cat(&taps, 2)?.reshape((b, c * k * k, ho * wo))?;
+    let y = w.reshape((o, c * k * k))?.broadcast_matmul(&cols)?;
+    Ok(y.reshape((b, o, ho, wo))?)
 }
 
 /// 1x1 conv as a batched matmul: `[out, in] x [B, in, HW]`.
@@ -728,6 +773,71 @@ fn bn(ctx: &mut Ctx, x: &Tensor, l: &Bn) -> Result<Tensor> {
                 upd(&l.var, &unbiased)?;
             }
             batch_norm_train(x, &gamma, &beta, eps)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    #[test]
+    fn im2col_conv_matches_candle_conv2d() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut r = |shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
+        };
+        for (k, s, h, w) in [
+            (3, 2, 8, 8),
+            (3, 1, 5, 7),
+            (3, 2, 7, 9),
+            (5, 2, 6, 6),
+            (1, 1, 3, 3),
+            (3, 2, 1, 1),
+        ] {
+            let x = r(&[2, 3, h, w]);
+            let wt = r(&[4, 3, k, k]);
+            let ours = conv2d_im2col(&x, &wt, s).unwrap();
+            let want = x.conv2d(&wt, k / 2, s, 1, 1).unwrap();
+            assert_eq!(ours.dims(), want.dims(), "k{k} s{s} {h}x{w}");
+            let d = (&ours - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-5, "{d}");
+            let probe = r(want.dims());
+            let g1 = (ours * probe.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (want * probe.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for v in [&x, &wt] {
+                let a = g1.get(v).unwrap();
+                let b = g2.get(v).unwrap();
+                let d = (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(d < 1e-4, "grad {d}");
+            }
         }
     }
 }
