@@ -1,0 +1,689 @@
+//! Executes a plan: keys computed as dependencies finish, cache hits reused, misses run
+//! concurrently up to `jobs`, each inside a rayon pool of its thread budget.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cache::{Cache, Entry, FORMAT, KeyInput, Lookup, Manifest, Pointer};
+use crate::error::{BoxError, Error, Result, chain};
+use crate::kind::{DepOutput, DynKind, Registry, StageContext};
+use crate::progress::Display;
+use crate::spec::Plan;
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Stages run at once.
+    pub jobs: usize,
+    /// Threads shared by running stages.
+    pub threads: usize,
+    /// Stage ids or globs to rebuild even when cached.
+    pub force: Vec<String>,
+    pub display: Display,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        RunOptions {
+            jobs: 1,
+            threads,
+            force: Vec::new(),
+            display: Display::Hidden,
+        }
+    }
+}
+
+/// What happened to a stage in a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Cached,
+    Ran { wall_s: f64, reason: String },
+    Failed { error: String },
+    Skipped { because: String },
+}
+
+/// One stage's line in a run record.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRecord {
+    pub id: String,
+    pub key: Option<String>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct RunReport {
+    pub records: Vec<StageRecord>,
+    /// Entries of stages that completed, by plan index.
+    pub entries: BTreeMap<usize, Entry>,
+    pub wall_s: f64,
+}
+
+impl RunReport {
+    pub fn executed(&self) -> Vec<&str> {
+        self.records
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Ran { .. }))
+            .map(|r| r.id.as_str())
+            .collect()
+    }
+
+    /// An error listing every failed stage with its chain, if any failed.
+    pub fn failure(&self) -> Option<Error> {
+        let failed: Vec<String> = self
+            .records
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                Outcome::Failed { error } => Some(format!("stage `{}` failed: {error}", r.id)),
+                _ => None,
+            })
+            .collect();
+        if failed.is_empty() {
+            None
+        } else {
+            let skipped = self
+                .records
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::Skipped { .. }))
+                .count();
+            Some(Error::StagesFailed(format!(
+                "{}{}",
+                failed.join("\n"),
+                if skipped > 0 {
+                    format!("\n{skipped} dependent stage(s) skipped")
+                } else {
+                    String::new()
+                }
+            )))
+        }
+    }
+}
+
+/// A stage's state without running anything.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum State {
+    Cached { key: String },
+    Missing { reason: String },
+    Stale { reason: String },
+}
+
+/// Binds a plan to kinds and a cache.
+pub struct Runner<'a> {
+    pub plan: &'a Plan,
+    pub cache: Cache,
+    kinds: Vec<Arc<dyn DynKind>>,
+    params: Vec<Value>,
+    git_commit: Option<String>,
+    host: String,
+}
+
+impl std::fmt::Debug for Runner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("profile", &self.plan.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// RFC 3339 UTC time of a `SystemTime`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60,
+        d.subsec_millis()
+    )
+}
+
+fn git_commit(dir: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn diff_reason(old: &KeyInput, new: &KeyInput) -> String {
+    if old.kind != new.kind || old.kind_version != new.kind_version {
+        return format!(
+            "kind changed: {} v{} -> {} v{}",
+            old.kind, old.kind_version, new.kind, new.kind_version
+        );
+    }
+    if old.params != new.params {
+        let (Value::Object(a), Value::Object(b)) = (&old.params, &new.params) else {
+            return "params changed".into();
+        };
+        let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        let changed: Vec<String> = keys
+            .into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| {
+                format!(
+                    "{k}: {} -> {}",
+                    a.get(k).map_or("-".into(), Value::to_string),
+                    b.get(k).map_or("-".into(), Value::to_string)
+                )
+            })
+            .collect();
+        return format!("params changed ({})", changed.join(", "));
+    }
+    if old.seed != new.seed {
+        return format!("seed changed: {} -> {}", old.seed, new.seed);
+    }
+    if old.deps != new.deps {
+        let changed: Vec<&String> = new
+            .deps
+            .iter()
+            .filter(|(k, v)| old.deps.get(*k) != Some(v))
+            .map(|(k, _)| k)
+            .chain(old.deps.keys().filter(|k| !new.deps.contains_key(*k)))
+            .collect();
+        return format!(
+            "dependency output changed: {}",
+            changed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    "entry missing or corrupt".into()
+}
+
+impl<'a> Runner<'a> {
+    /// Checks every stage's kind and params; errors name the file, line, stage and field.
+    pub fn new(plan: &'a Plan, registry: &Registry, cache: Cache) -> Result<Self> {
+        let mut kinds = Vec::with_capacity(plan.stages.len());
+        let mut params = Vec::with_capacity(plan.stages.len());
+        for s in &plan.stages {
+            let spec_err = |message: String| Error::Spec {
+                path: plan.path.clone(),
+                line: s.line,
+                message,
+            };
+            let kind = registry.get(&s.kind).ok_or_else(|| {
+                spec_err(format!(
+                    "stage `{}`: unknown kind `{}` (known: {})",
+                    s.id,
+                    s.kind,
+                    registry.names().copied().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            let canon = kind.canonical(&s.params).map_err(|m| {
+                spec_err(format!(
+                    "stage `{}` (kind `{}`, profile `{}`): invalid params: {m}",
+                    s.id, s.kind, plan.profile
+                ))
+            })?;
+            kinds.push(kind.clone());
+            params.push(canon);
+        }
+        let dir = plan.path.parent().unwrap_or(std::path::Path::new("."));
+        Ok(Runner {
+            plan,
+            cache,
+            kinds,
+            params,
+            git_commit: git_commit(dir),
+            host: hostname(),
+        })
+    }
+
+    /// Canonical params of stage `i`.
+    pub fn params(&self, i: usize) -> &Value {
+        &self.params[i]
+    }
+
+    fn key_input(&self, i: usize, entries: &BTreeMap<usize, Entry>) -> Option<KeyInput> {
+        let s = &self.plan.stages[i];
+        let mut deps = BTreeMap::new();
+        for &d in &s.deps {
+            deps.insert(
+                self.plan.stages[d].id.clone(),
+                entries.get(&d)?.manifest.output_digest.clone(),
+            );
+        }
+        Some(KeyInput {
+            format: FORMAT,
+            kind: s.kind.clone(),
+            kind_version: self.kinds[i].version().to_string(),
+            params: self.params[i].clone(),
+            seed: s.seed,
+            deps,
+        })
+    }
+
+    fn forced(&self, id: &str, force: &[String]) -> bool {
+        force.iter().any(|f| {
+            f == id
+                || glob::Pattern::new(f).is_ok_and(|p| {
+                    p.matches_with(
+                        id,
+                        glob::MatchOptions {
+                            require_literal_separator: true,
+                            ..Default::default()
+                        },
+                    )
+                })
+        })
+    }
+
+    /// Reports each selected stage's state without running or changing anything.
+    pub fn status(&self, selection: &[usize]) -> Result<Vec<(usize, State)>> {
+        let mut entries = BTreeMap::new();
+        let mut out = Vec::new();
+        for &i in selection {
+            let s = &self.plan.stages[i];
+            let state = match self.key_input(i, &entries) {
+                None => {
+                    let dep = s
+                        .deps
+                        .iter()
+                        .find(|d| !entries.contains_key(*d))
+                        .map_or("?", |d| self.plan.stages[*d].id.as_str());
+                    State::Stale {
+                        reason: format!("dependency `{dep}` will run"),
+                    }
+                }
+                Some(input) => {
+                    let key = input.key();
+                    let dir = self.cache.entry_dir(&key);
+                    let ptr = self.cache.read_pointer(&self.plan.profile, &s.id);
+                    if dir.join("manifest.json").exists() {
+                        match self.cache.lookup(&key)? {
+                            Lookup::Hit(e) => {
+                                entries.insert(i, *e);
+                                State::Cached { key }
+                            }
+                            _ => State::Stale {
+                                reason: "cache entry is corrupt".into(),
+                            },
+                        }
+                    } else {
+                        match ptr {
+                            None => State::Missing {
+                                reason: "never built".into(),
+                            },
+                            Some(p) => State::Stale {
+                                reason: diff_reason(&p.input, &input),
+                            },
+                        }
+                    }
+                }
+            };
+            out.push((i, state));
+        }
+        Ok(out)
+    }
+
+    /// Runs the selected stages (indices in topological order).
+    pub fn run(&self, selection: &[usize], opts: &RunOptions) -> Result<RunReport> {
+        let _cache_lock = self.cache.lock_cache(false)?;
+        self.cache.sweep_tmp();
+        let start = Instant::now();
+        let selected: BTreeSet<usize> = selection.iter().copied().collect();
+        let jobs = opts.jobs.max(1);
+        let threads_per = (opts.threads / jobs).max(1);
+        let mut waiting: BTreeMap<usize, usize> = selection
+            .iter()
+            .map(|&i| {
+                let n = self.plan.stages[i]
+                    .deps
+                    .iter()
+                    .filter(|d| selected.contains(d))
+                    .count();
+                (i, n)
+            })
+            .collect();
+        let mut users: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for &i in selection {
+            for &d in &self.plan.stages[i].deps {
+                users.entry(d).or_default().push(i);
+            }
+        }
+        let mut ready: BTreeSet<usize> = waiting
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(i, _)| *i)
+            .collect();
+        let mut entries: BTreeMap<usize, Entry> = BTreeMap::new();
+        let mut records: BTreeMap<usize, StageRecord> = BTreeMap::new();
+        let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+        let overall = opts.display.overall(selection.len() as u64);
+        let display = &opts.display;
+
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = mpsc::channel::<(
+                usize,
+                KeyInput,
+                String,
+                std::result::Result<(Entry, bool, f64), String>,
+            )>();
+            let mut running = 0usize;
+            loop {
+                let mut progressed = true;
+                while progressed {
+                    progressed = false;
+                    let candidates: Vec<usize> = ready.iter().copied().collect();
+                    for i in candidates {
+                        let s = &self.plan.stages[i];
+                        if let Some(bad) = s.deps.iter().find(|d| failed.contains_key(*d)) {
+                            let because =
+                                format!("dependency `{}` failed", self.plan.stages[*bad].id);
+                            display.line(&format!("skip  {} ({because})", s.id));
+                            failed.insert(i, because.clone());
+                            records.insert(
+                                i,
+                                StageRecord {
+                                    id: s.id.clone(),
+                                    key: None,
+                                    outcome: Outcome::Skipped { because },
+                                },
+                            );
+                            ready.remove(&i);
+                            release(i, &users, &mut waiting, &mut ready);
+                            progressed = true;
+                            if let Some(b) = &overall {
+                                b.inc(1);
+                            }
+                            continue;
+                        }
+                        let Some(input) = self.key_input(i, &entries) else {
+                            continue;
+                        };
+                        let key = input.key();
+                        let forced = self.forced(&s.id, &opts.force);
+                        let reason;
+                        if !forced {
+                            match self.cache.lookup(&key)? {
+                                Lookup::Hit(e) => {
+                                    self.cache.write_pointer(
+                                        &self.plan.profile,
+                                        &s.id,
+                                        &Pointer {
+                                            key: key.clone(),
+                                            input,
+                                        },
+                                    )?;
+                                    entries.insert(i, *e);
+                                    records.insert(
+                                        i,
+                                        StageRecord {
+                                            id: s.id.clone(),
+                                            key: Some(key),
+                                            outcome: Outcome::Cached,
+                                        },
+                                    );
+                                    ready.remove(&i);
+                                    release(i, &users, &mut waiting, &mut ready);
+                                    progressed = true;
+                                    if let Some(b) = &overall {
+                                        b.inc(1);
+                                    }
+                                    continue;
+                                }
+                                Lookup::Corrupt(why) => {
+                                    display.line(&format!("warn  {}: cache entry {key} is corrupt ({why}); rebuilding", s.id));
+                                    reason = format!("corrupt entry rebuilt: {why}");
+                                }
+                                Lookup::Miss => {
+                                    reason =
+                                        match self.cache.read_pointer(&self.plan.profile, &s.id) {
+                                            Some(p) => diff_reason(&p.input, &input),
+                                            None => "never built".into(),
+                                        };
+                                }
+                            }
+                        } else {
+                            reason = "forced".into();
+                        }
+                        if running >= jobs {
+                            continue;
+                        }
+                        ready.remove(&i);
+                        running += 1;
+                        progressed = true;
+                        display.line(&format!("run   {} ({reason})", s.id));
+                        let deps: BTreeMap<String, DepOutput> = s
+                            .deps
+                            .iter()
+                            .filter_map(|d| {
+                                let e = entries.get(d)?;
+                                let ds = &self.plan.stages[*d];
+                                Some((
+                                    ds.id.clone(),
+                                    DepOutput {
+                                        id: ds.id.clone(),
+                                        kind: ds.kind.clone(),
+                                        dir: e.out_dir(),
+                                        rows: e.rows.clone(),
+                                    },
+                                ))
+                            })
+                            .collect();
+                        let tx = tx.clone();
+                        scope.spawn(move || {
+                            let r = self.build(i, &key, &input, deps, forced, threads_per, display);
+                            let _ = tx.send((i, input, reason, r));
+                        });
+                    }
+                }
+                if running == 0 {
+                    break;
+                }
+                let Ok((i, input, reason, r)) = rx.recv() else {
+                    break;
+                };
+                running -= 1;
+                if let Some(b) = &overall {
+                    b.inc(1);
+                }
+                let s = &self.plan.stages[i];
+                match r {
+                    Ok((entry, built, wall_s)) => {
+                        let key = entry.manifest.key.clone();
+                        self.cache.write_pointer(
+                            &self.plan.profile,
+                            &s.id,
+                            &Pointer {
+                                key: key.clone(),
+                                input,
+                            },
+                        )?;
+                        let outcome = if built {
+                            display.line(&format!("done  {} in {wall_s:.2}s", s.id));
+                            Outcome::Ran { wall_s, reason }
+                        } else {
+                            Outcome::Cached
+                        };
+                        records.insert(
+                            i,
+                            StageRecord {
+                                id: s.id.clone(),
+                                key: Some(key),
+                                outcome,
+                            },
+                        );
+                        entries.insert(i, entry);
+                    }
+                    Err(error) => {
+                        display.line(&format!("FAIL  {}: {error}", s.id));
+                        failed.insert(i, error.clone());
+                        records.insert(
+                            i,
+                            StageRecord {
+                                id: s.id.clone(),
+                                key: Some(input.key()),
+                                outcome: Outcome::Failed { error },
+                            },
+                        );
+                    }
+                }
+                release(i, &users, &mut waiting, &mut ready);
+            }
+            Ok(())
+        })?;
+        if let Some(b) = overall {
+            b.finish_and_clear();
+        }
+        Ok(RunReport {
+            records: selection.iter().filter_map(|i| records.remove(i)).collect(),
+            entries,
+            wall_s: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)] // reason: one call site, all distinct inputs
+    fn build(
+        &self,
+        i: usize,
+        key: &str,
+        input: &KeyInput,
+        deps: BTreeMap<String, DepOutput>,
+        forced: bool,
+        threads: usize,
+        display: &Display,
+    ) -> std::result::Result<(Entry, bool, f64), String> {
+        let s = &self.plan.stages[i];
+        let building = self
+            .cache
+            .begin(key, || {
+                display.line(&format!("wait  {}: another runner is building it", s.id))
+            })
+            .map_err(|e| chain(&e))?;
+        if forced {
+            let dir = self.cache.entry_dir(key);
+            if dir.exists() {
+                let trash = building.dir.with_extension("old");
+                if std::fs::rename(&dir, &trash).is_ok() {
+                    let _ = std::fs::remove_dir_all(&trash);
+                }
+            }
+        } else if let Ok(Lookup::Hit(e)) = self.cache.lookup(key) {
+            // Another runner built it while we waited for the lock.
+            self.cache.abort(building);
+            return Ok((*e, false, 0.0));
+        }
+        let progress = display.stage(&s.id);
+        let mut ctx = StageContext {
+            id: s.id.clone(),
+            out_dir: building.out_dir.clone(),
+            deps,
+            progress: progress.clone(),
+            threads,
+            seed: s.seed,
+            profile: self.plan.profile.clone(),
+            rows: Vec::new(),
+        };
+        let started = SystemTime::now();
+        let t0 = Instant::now();
+        let kind = &self.kinds[i];
+        let params = &self.params[i];
+        let result: std::result::Result<(), BoxError> =
+            match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                Ok(pool) => pool.install(|| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        kind.run(params, &mut ctx)
+                    }))
+                    .unwrap_or_else(|p| {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "panic".into());
+                        Err(format!("panicked: {msg}").into())
+                    })
+                }),
+                Err(e) => Err(Box::new(e)),
+            };
+        progress.finish();
+        let wall_s = t0.elapsed().as_secs_f64();
+        if let Err(e) = result {
+            self.cache.abort(building);
+            return Err(chain(&*e));
+        }
+        let manifest = Manifest {
+            key: key.to_string(),
+            stage: s.id.clone(),
+            input: input.clone(),
+            outputs: Vec::new(),
+            rows_blake3: String::new(),
+            output_digest: String::new(),
+            started: rfc3339(started),
+            ended: rfc3339(SystemTime::now()),
+            wall_s,
+            host: self.host.clone(),
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: self.git_commit.clone(),
+        };
+        let rows = std::mem::take(&mut ctx.rows);
+        let entry = self
+            .cache
+            .commit(building, manifest, &rows)
+            .map_err(|e| chain(&e))?;
+        Ok((entry, true, wall_s))
+    }
+}
+
+fn release(
+    i: usize,
+    users: &BTreeMap<usize, Vec<usize>>,
+    waiting: &mut BTreeMap<usize, usize>,
+    ready: &mut BTreeSet<usize>,
+) {
+    for &u in users.get(&i).map(Vec::as_slice).unwrap_or(&[]) {
+        if let Some(n) = waiting.get_mut(&u) {
+            *n -= 1;
+            if *n == 0 {
+                ready.insert(u);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instant() {
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.000Z");
+    }
+}
