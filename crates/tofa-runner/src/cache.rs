@@ -345,12 +345,15 @@ impl Cache {
         manifest.outputs = outputs;
         manifest.rows_blake3 = rows_blake3;
         manifest.output_digest = h.finalize().to_hex().to_string();
-        write_atomic(&b.dir.join("rows.json"), &rows_json)?;
+        // Plain writes: the directory rename below is what makes the entry appear atomically.
+        let rows_path = b.dir.join("rows.json");
+        std::fs::write(&rows_path, &rows_json).map_err(|e| Error::io("write", &rows_path, e))?;
+        let mpath = b.dir.join("manifest.json");
         let mbytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Json {
-            path: b.dir.join("manifest.json"),
+            path: mpath.clone(),
             source: e,
         })?;
-        write_atomic(&b.dir.join("manifest.json"), &mbytes)?;
+        std::fs::write(&mpath, &mbytes).map_err(|e| Error::io("write", &mpath, e))?;
         let dest = self.entry_dir(&b.key);
         let entries = self.root.join("entries");
         std::fs::create_dir_all(&entries).map_err(|e| Error::io("create", &entries, e))?;
@@ -383,8 +386,12 @@ impl Cache {
         read_json(&self.pointer_path(profile, id)).ok()
     }
 
+    /// Records the key a stage resolved to; a pointer already holding it is left alone.
     pub fn write_pointer(&self, profile: &str, id: &str, p: &Pointer) -> Result<()> {
         let path = self.pointer_path(profile, id);
+        if read_json::<Pointer>(&path).is_ok_and(|old| old.key == p.key) {
+            return Ok(());
+        }
         let bytes = serde_json::to_vec_pretty(p).map_err(|e| Error::Json {
             path: path.clone(),
             source: e,

@@ -388,8 +388,19 @@ impl<'a> Runner<'a> {
         let overall = opts.display.overall(selection.len() as u64);
         let display = &opts.display;
 
+        // One pool per job slot, reused by the stages that take the slot.
+        let mut pools = Vec::with_capacity(jobs);
+        for _ in 0..jobs {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads_per)
+                .build()
+                .map_err(|e| Error::StagesFailed(format!("cannot start a thread pool: {e}")))?;
+            pools.push(Arc::new(pool));
+        }
+        let mut free_pools: Vec<usize> = (0..jobs).rev().collect();
         std::thread::scope(|scope| -> Result<()> {
             let (tx, rx) = mpsc::channel::<(
+                usize,
                 usize,
                 KeyInput,
                 String,
@@ -473,9 +484,9 @@ impl<'a> Runner<'a> {
                         } else {
                             reason = "forced".into();
                         }
-                        if running >= jobs {
+                        let Some(slot) = free_pools.pop() else {
                             continue;
-                        }
+                        };
                         ready.remove(&i);
                         running += 1;
                         progressed = true;
@@ -498,19 +509,21 @@ impl<'a> Runner<'a> {
                             })
                             .collect();
                         let tx = tx.clone();
+                        let pool = Arc::clone(&pools[slot]);
                         scope.spawn(move || {
-                            let r = self.build(i, &key, &input, deps, forced, threads_per, display);
-                            let _ = tx.send((i, input, reason, r));
+                            let r = self.build(i, &key, &input, deps, forced, &pool, display);
+                            let _ = tx.send((i, slot, input, reason, r));
                         });
                     }
                 }
                 if running == 0 {
                     break;
                 }
-                let Ok((i, input, reason, r)) = rx.recv() else {
+                let Ok((i, slot, input, reason, r)) = rx.recv() else {
                     break;
                 };
                 running -= 1;
+                free_pools.push(slot);
                 if let Some(b) = &overall {
                     b.inc(1);
                 }
@@ -577,7 +590,7 @@ impl<'a> Runner<'a> {
         input: &KeyInput,
         deps: BTreeMap<String, DepOutput>,
         forced: bool,
-        threads: usize,
+        pool: &rayon::ThreadPool,
         display: &Display,
     ) -> std::result::Result<(Entry, bool, f64), String> {
         let s = &self.plan.stages[i];
@@ -606,7 +619,7 @@ impl<'a> Runner<'a> {
             out_dir: building.out_dir.clone(),
             deps,
             progress: progress.clone(),
-            threads,
+            threads: pool.current_num_threads(),
             seed: s.seed,
             profile: self.plan.profile.clone(),
             rows: Vec::new(),
@@ -615,23 +628,17 @@ impl<'a> Runner<'a> {
         let t0 = Instant::now();
         let kind = &self.kinds[i];
         let params = &self.params[i];
-        let result: std::result::Result<(), BoxError> =
-            match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                Ok(pool) => pool.install(|| {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        kind.run(params, &mut ctx)
-                    }))
-                    .unwrap_or_else(|p| {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "panic".into());
-                        Err(format!("panicked: {msg}").into())
-                    })
-                }),
-                Err(e) => Err(Box::new(e)),
-            };
+        let result: std::result::Result<(), BoxError> = pool.install(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(params, &mut ctx)))
+                .unwrap_or_else(|p| {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panic".into());
+                    Err(format!("panicked: {msg}").into())
+                })
+        });
         progress.finish();
         let wall_s = t0.elapsed().as_secs_f64();
         if let Err(e) = result {
