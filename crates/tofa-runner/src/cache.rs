@@ -246,6 +246,18 @@ impl Cache {
         }
     }
 
+    /// Looks a key up and verifies the entry without changing anything (for `status`).
+    pub fn peek(&self, key: &str) -> Lookup {
+        let dir = self.entry_dir(key);
+        if !dir.exists() {
+            return Lookup::Miss;
+        }
+        match self.verify(key, &dir) {
+            Ok(entry) => Lookup::Hit(Box::new(entry)),
+            Err(reason) => Lookup::Corrupt(reason),
+        }
+    }
+
     fn verify(&self, key: &str, dir: &Path) -> std::result::Result<Entry, String> {
         let manifest: Manifest =
             read_json(&dir.join("manifest.json")).map_err(|e| crate::error::chain(&e))?;

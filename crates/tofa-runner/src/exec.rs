@@ -326,7 +326,7 @@ impl<'a> Runner<'a> {
                     let dir = self.cache.entry_dir(&key);
                     let ptr = self.cache.read_pointer(&self.plan.profile, &s.id);
                     if dir.join("manifest.json").exists() {
-                        match self.cache.lookup(&key)? {
+                        match self.cache.peek(&key) {
                             Lookup::Hit(e) => {
                                 entries.insert(i, *e);
                                 State::Cached { key }
@@ -406,7 +406,6 @@ impl<'a> Runner<'a> {
                 String,
                 std::result::Result<(Entry, bool, f64), String>,
             )>();
-            let mut running = 0usize;
             loop {
                 let mut progressed = true;
                 while progressed {
@@ -488,7 +487,6 @@ impl<'a> Runner<'a> {
                             continue;
                         };
                         ready.remove(&i);
-                        running += 1;
                         progressed = true;
                         display.line(&format!("run   {} ({reason})", s.id));
                         let deps: BTreeMap<String, DepOutput> = s
@@ -516,13 +514,13 @@ impl<'a> Runner<'a> {
                         });
                     }
                 }
-                if running == 0 {
+                if free_pools.len() == jobs {
+                    // nothing running
                     break;
                 }
                 let Ok((i, slot, input, reason, r)) = rx.recv() else {
                     break;
                 };
-                running -= 1;
                 free_pools.push(slot);
                 if let Some(b) = &overall {
                     b.inc(1);
