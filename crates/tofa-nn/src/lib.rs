@@ -17,6 +17,8 @@
 //! - [`cost()`] ([`cost`]): analytic multiply-adds and parameters of a subnet.
 //! - [`export_subnet`] / [`StaticNet`] ([`export`]): a subnet as safetensors + JSON, run by a
 //!   non-elastic network.
+//! - [`Omega`] ([`omega`]): the subnets sampled in training, with their last and cumulative
+//!   iterations (input of the fixed selection rule).
 //! - [`Sgd`] ([`optim`]): SGD with momentum, Nesterov and weight decay over [`Param`]s.
 //! - [`pretrained`]: ImageNet weights into the maxnet: safetensors and PyTorch `.pth` (zip and
 //!   legacy formats), timm and EfficientNet-PyTorch names, a [`LoadReport`].
@@ -67,6 +69,7 @@ pub mod cost;
 pub mod dwconv;
 pub mod error;
 pub mod export;
+pub mod omega;
 pub mod optim;
 pub mod pretrained;
 pub mod space;
@@ -76,6 +79,7 @@ pub use config::{StageConfig, SubnetConfig};
 pub use cost::{Cost, cost};
 pub use error::{NnError, Result};
 pub use export::{StaticNet, StaticNetConfig, export_subnet};
+pub use omega::{Omega, OmegaEntry};
 pub use optim::{Sgd, SgdConfig};
 pub use pretrained::{LoadReport, Naming, load_pretrained, read_pth, read_safetensors};
 pub use space::{Activation, SearchSpace};
