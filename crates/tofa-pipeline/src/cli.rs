@@ -152,6 +152,16 @@ pub fn main() -> Result<ExitCode> {
                     .write(&dir)
                     .with_context(|| format!("writing tables to {}", dir.display()))?;
             }
+            // Publish what completed stages wrote under `publish/` (reports, figures).
+            let reports = c.pipeline.reports_dir.join(&c.plan.profile);
+            let mut published = 0;
+            for e in report.entries.values() {
+                published += publish(&e.out_dir().join("publish"), &reports)
+                    .with_context(|| format!("publishing into {}", reports.display()))?;
+            }
+            if published > 0 {
+                eprintln!("updated {published} report files in {}", reports.display());
+            }
             let record = serde_json::json!({
                 "profile": c.plan.profile,
                 "selectors": selectors,
@@ -354,6 +364,33 @@ fn print_status(runner: &Runner, sel: &[usize], dry_run: bool) -> Result<ExitCod
 }
 
 /// Result tables as committed at a git revision.
+/// Copies every file under `src` to the same relative path under `dest`, skipping files whose
+/// content is already there; returns how many it wrote. Each file is written atomically.
+fn publish(src: &Path, dest: &Path) -> Result<usize> {
+    if !src.is_dir() {
+        return Ok(0);
+    }
+    let mut n = 0;
+    for entry in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dest.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            n += publish(&from, &to)?;
+            continue;
+        }
+        let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+        if std::fs::read(&to).ok().as_deref() == Some(&bytes[..]) {
+            continue;
+        }
+        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+        tofa_runner::cache::write_atomic(&to, &bytes)
+            .with_context(|| format!("writing {}", to.display()))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn tables_at(rev: &str, dir: &Path) -> Result<Tables> {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let top = std::process::Command::new("git")

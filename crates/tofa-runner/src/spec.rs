@@ -47,6 +47,7 @@ struct HeaderWire {
     seed: Option<u64>,
     cache_dir: Option<String>,
     results_dir: Option<String>,
+    reports_dir: Option<String>,
     description: Option<String>,
 }
 
@@ -113,6 +114,8 @@ pub struct Pipeline {
     pub seed: u64,
     pub cache_dir: PathBuf,
     pub results_dir: PathBuf,
+    /// Where files a stage writes under `publish/` are copied, per profile.
+    pub reports_dir: PathBuf,
     pub profiles: BTreeMap<String, Profile>,
     templates: Vec<StageTemplate>,
     targets: BTreeMap<String, (Vec<String>, usize)>,
@@ -393,6 +396,7 @@ impl Pipeline {
             seed: wire.pipeline.seed.unwrap_or(0),
             cache_dir: base.join(wire.pipeline.cache_dir.as_deref().unwrap_or(".tofa-cache")),
             results_dir: base.join(wire.pipeline.results_dir.as_deref().unwrap_or("results")),
+            reports_dir: base.join(wire.pipeline.reports_dir.as_deref().unwrap_or("reports")),
             profiles,
             templates,
             targets,
