@@ -1,0 +1,425 @@
+//! Device benchmarks of exported standalone models ([`tofa_nn::export_subnet`] output).
+//!
+//! # Latency
+//! Inference (eval-mode forward of a [`tofa_nn::StaticNet`] on a fixed seeded random input) at
+//! batch 1 and batch N: `warmup` untimed runs, then `repeats` timed runs; the median
+//! (average of the two middle runs for an even count) and the p90 (nearest rank) in
+//! milliseconds. candle's CPU backend is synchronous, so a forward's wall time is its latency.
+//!
+//! # Memory
+//! Linux only, from `/proc/self/status`: the resident set size (`VmRSS`) before the model is
+//! loaded is the baseline; the peak (`VmHWM`) after loading and every run is the peak; the
+//! figure used as a metric is `peak - baseline`: what loading and running the model added to
+//! the process at its worst. Before measuring, the peak is reset to the current RSS by writing
+//! `5` to `/proc/self/clear_refs` (`hwm_reset` records whether the kernel allowed it); without
+//! the reset an in-process peak may predate the benchmark, which is one reason to measure in a
+//! fresh process ([`bench_in_fresh_process`]): one model's allocations then cannot colour
+//! another's. Analytic figures are reported beside it: parameter bytes (f32 weights), the
+//! weight file size, and activation bytes at the largest batch (peak: largest input + output
+//! of one layer; total: the sum of every layer's output, what an allocator that never reused
+//! memory would hold).
+//!
+//! # The child command line ([`device_bench_main`])
+//! `MODEL_DIR [--json] [--batch N] [--warmup W] [--repeats R] [--seed S]`: prints a
+//! [`BenchResult`] as JSON on stdout with `--json`, a short summary otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tofa_nn::{SearchSpace, StaticNet, SubnetConfig};
+
+use crate::error::{Result, SelectError};
+
+/// Options of a benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchOpts {
+    /// The larger batch ("batch N"); batch 1 is always measured.
+    pub batch: usize,
+    /// Untimed runs before timing, per batch size.
+    pub warmup: usize,
+    /// Timed runs per batch size.
+    pub repeats: usize,
+    /// Seed of the random input.
+    pub seed: u64,
+}
+
+impl Default for BenchOpts {
+    fn default() -> Self {
+        BenchOpts {
+            batch: 8,
+            warmup: 3,
+            repeats: 20,
+            seed: 0,
+        }
+    }
+}
+
+impl BenchOpts {
+    /// The options as child command-line arguments.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--batch".into(),
+            self.batch.to_string(),
+            "--warmup".into(),
+            self.warmup.to_string(),
+            "--repeats".into(),
+            self.repeats.to_string(),
+            "--seed".into(),
+            self.seed.to_string(),
+        ]
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.batch == 0 || self.repeats == 0 {
+            return Err(SelectError::Bench(
+                "batch and repeats must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Latency at one batch size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub batch: usize,
+    pub repeats: usize,
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    /// `median_ms / batch`.
+    pub per_image_ms: f64,
+}
+
+/// Process memory around a benchmark (bytes; see the module docs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryReport {
+    /// `VmRSS` before loading the model.
+    pub baseline_rss_bytes: u64,
+    /// `VmRSS` after loading it.
+    pub loaded_rss_bytes: u64,
+    /// `VmHWM` after loading and every run.
+    pub peak_rss_bytes: u64,
+    /// `peak_rss_bytes - baseline_rss_bytes`: the metric.
+    pub peak_minus_baseline_bytes: u64,
+    /// Whether the peak was reset to the baseline before loading.
+    pub hwm_reset: bool,
+    /// f32 parameter bytes of the model (analytic).
+    pub param_bytes: u64,
+    /// Size of `model.safetensors` (weights and BN statistics).
+    pub weights_file_bytes: u64,
+    /// Largest input + output of one layer at the largest batch, f32 (analytic).
+    pub activation_peak_bytes: u64,
+    /// Sum of every layer's output at the largest batch, f32 (analytic).
+    pub activation_total_bytes: u64,
+}
+
+/// The machine a benchmark ran on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// `model name` from `/proc/cpuinfo` (`unknown` elsewhere).
+    pub cpu_model: String,
+    /// Logical CPUs available to the process.
+    pub logical_cpus: usize,
+    /// Threads candle's CPU kernels use (`RAYON_NUM_THREADS` or the CPU count).
+    pub threads: usize,
+    /// Always `cpu` for now.
+    pub backend: String,
+    pub avx: bool,
+    pub os: String,
+    pub arch: String,
+}
+
+/// One benchmark of one exported model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// Id of the subnet in its source space.
+    pub source_id: String,
+    pub source_space: String,
+    pub resolution: usize,
+    pub macs: u64,
+    pub params: u64,
+    /// Batch 1 first, then batch N (when N > 1).
+    pub latency: Vec<LatencyStats>,
+    pub memory: MemoryReport,
+    pub machine: Machine,
+    /// Whether it ran in a process of its own.
+    pub fresh_process: bool,
+    pub opts: BenchOpts,
+}
+
+impl BenchResult {
+    /// Latency at `batch`, if measured.
+    pub fn at_batch(&self, batch: usize) -> Option<&LatencyStats> {
+        self.latency.iter().find(|l| l.batch == batch)
+    }
+}
+
+fn status_kb(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+fn reset_hwm() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Describes this machine.
+pub fn machine() -> Machine {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Machine {
+        cpu_model,
+        logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads: candle_core::utils::get_num_threads(),
+        backend: "cpu".into(),
+        avx: candle_core::utils::with_avx(),
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+    }
+}
+
+fn out_size(h: usize, k: usize, stride: usize) -> usize {
+    (h + 2 * (k / 2) - k) / stride + 1
+}
+
+/// Analytic activation elements of one image: (largest input + output of one layer, sum of
+/// every layer's output). Same traversal as [`tofa_nn::cost`].
+pub fn activation_elems(space: &SearchSpace, cfg: &SubnetConfig) -> (u64, u64) {
+    let (mut peak, mut total) = (0u64, 0u64);
+    let mut layer = |inp: usize, out: usize| {
+        peak = peak.max((inp + out) as u64);
+        total += out as u64;
+    };
+    let r = cfg.resolution;
+    let mut h = out_size(r, space.stem.kernel, space.stem.stride);
+    let mut c = cfg.stem_width;
+    layer(space.in_channels * r * r, c * h * h);
+    for (st, sc) in space.stages.iter().zip(&cfg.stages) {
+        for j in 0..sc.depth {
+            let stride = if j == 0 { st.stride } else { 1 };
+            let mut mid = c;
+            if sc.expand > 1 {
+                mid = c * sc.expand;
+                layer(c * h * h, mid * h * h);
+            }
+            let h2 = out_size(h, sc.kernel, stride);
+            layer(mid * h * h, mid * h2 * h2);
+            h = h2;
+            layer(mid * h * h, sc.width * h * h);
+            c = sc.width;
+        }
+    }
+    let conv_out = space.head.expand.map_or(cfg.head_width, |e| c * e);
+    layer(c * h * h, conv_out * h * h);
+    if space.head.expand.is_some() {
+        layer(conv_out, cfg.head_width);
+    }
+    layer(cfg.head_width, space.num_classes);
+    (peak, total)
+}
+
+fn stats(batch: usize, mut ms: Vec<f64>) -> LatencyStats {
+    ms.sort_by(f64::total_cmp);
+    let n = ms.len();
+    let median = if n % 2 == 1 {
+        ms[n / 2]
+    } else {
+        (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+    };
+    let p90 = ms[((0.9 * n as f64).ceil() as usize).clamp(1, n) - 1];
+    LatencyStats {
+        batch,
+        repeats: n,
+        median_ms: median,
+        p90_ms: p90,
+        mean_ms: ms.iter().sum::<f64>() / n as f64,
+        min_ms: ms[0],
+        max_ms: ms[n - 1],
+        per_image_ms: median / batch as f64,
+    }
+}
+
+/// Benchmarks the model in `model_dir` in this process (see the module docs).
+pub fn bench_in_process(model_dir: &Path, opts: &BenchOpts) -> Result<BenchResult> {
+    opts.check()?;
+    let hwm_reset = reset_hwm();
+    let baseline = status_kb("VmRSS").unwrap_or(0);
+    let net = StaticNet::load(model_dir)?;
+    let loaded = status_kb("VmRSS").unwrap_or(0);
+    let meta = net.meta().clone();
+    let space = &meta.space;
+    let cfg = &meta.config;
+    let cost = tofa_nn::cost(space, cfg)?;
+    let r = cfg.resolution;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut batches = vec![1];
+    if opts.batch > 1 {
+        batches.push(opts.batch);
+    }
+    let mut latency = Vec::new();
+    for &b in &batches {
+        let n = b * space.in_channels * r * r;
+        let data: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let x = Tensor::from_vec(data, (b, space.in_channels, r, r), &Device::Cpu)?;
+        for _ in 0..opts.warmup {
+            net.forward(&x)?;
+        }
+        let mut ms = Vec::with_capacity(opts.repeats);
+        for _ in 0..opts.repeats {
+            let t = Instant::now();
+            let y = net.forward(&x)?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            drop(y);
+        }
+        latency.push(stats(b, ms));
+    }
+    let peak = status_kb("VmHWM").unwrap_or(0).max(loaded);
+    let (act_peak, act_total) = activation_elems(space, cfg);
+    let big = *batches.last().unwrap_or(&1) as u64;
+    let weights_file_bytes = std::fs::metadata(model_dir.join("model.safetensors"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    Ok(BenchResult {
+        source_id: meta.source_id.clone(),
+        source_space: meta.source_space.clone(),
+        resolution: r,
+        macs: cost.macs,
+        params: cost.params,
+        latency,
+        memory: MemoryReport {
+            baseline_rss_bytes: baseline,
+            loaded_rss_bytes: loaded,
+            peak_rss_bytes: peak,
+            peak_minus_baseline_bytes: peak.saturating_sub(baseline),
+            hwm_reset,
+            param_bytes: cost.params * 4,
+            weights_file_bytes,
+            activation_peak_bytes: act_peak * 4 * big,
+            activation_total_bytes: act_total * 4 * big,
+        },
+        machine: machine(),
+        fresh_process: false,
+        opts: *opts,
+    })
+}
+
+/// Benchmarks the model in a fresh process: runs `exe <args_prefix...> <model_dir> --json
+/// <opts...>` (a binary whose command line is [`device_bench_main`]) and parses the JSON it
+/// prints on stdout.
+pub fn bench_in_fresh_process(
+    exe: &Path,
+    args_prefix: &[String],
+    model_dir: &Path,
+    opts: &BenchOpts,
+) -> Result<BenchResult> {
+    opts.check()?;
+    let out = Command::new(exe)
+        .args(args_prefix)
+        .arg(model_dir)
+        .arg("--json")
+        .args(opts.to_args())
+        .output()
+        .map_err(|source| SelectError::Io {
+            path: exe.to_path_buf(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(SelectError::Bench(format!(
+            "child `{}` on {} exited with {}: {}",
+            exe.display(),
+            model_dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut r: BenchResult = serde_json::from_slice(&out.stdout).map_err(|e| {
+        SelectError::Bench(format!(
+            "child `{}` on {}: cannot parse its json output: {e}",
+            exe.display(),
+            model_dir.display()
+        ))
+    })?;
+    r.fresh_process = true;
+    Ok(r)
+}
+
+/// The child command line (see the module docs): parses `args` (without the program name),
+/// benchmarks in this process and prints the result on stdout.
+pub fn device_bench_main(args: impl IntoIterator<Item = String>) -> Result<()> {
+    let usage = "usage: MODEL_DIR [--json] [--batch N] [--warmup W] [--repeats R] [--seed S]";
+    let mut opts = BenchOpts::default();
+    let mut dir: Option<PathBuf> = None;
+    let mut json = false;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> Result<u64> {
+            let v = it
+                .next()
+                .ok_or_else(|| SelectError::Bench(format!("{name} needs a value; {usage}")))?;
+            v.parse()
+                .map_err(|_| SelectError::Bench(format!("{name}: `{v}` is not a number; {usage}")))
+        };
+        match a.as_str() {
+            "--json" => json = true,
+            "--batch" => opts.batch = num("--batch")? as usize,
+            "--warmup" => opts.warmup = num("--warmup")? as usize,
+            "--repeats" => opts.repeats = num("--repeats")? as usize,
+            "--seed" => opts.seed = num("--seed")?,
+            s if s.starts_with("--") => {
+                return Err(SelectError::Bench(format!("unknown option `{s}`; {usage}")));
+            }
+            _ if dir.is_none() => dir = Some(PathBuf::from(a)),
+            _ => {
+                return Err(SelectError::Bench(format!(
+                    "unexpected argument `{a}`; {usage}"
+                )));
+            }
+        }
+    }
+    let dir = dir.ok_or_else(|| SelectError::Bench(format!("missing MODEL_DIR; {usage}")))?;
+    let mut r = bench_in_process(&dir, &opts)?;
+    r.fresh_process = true;
+    if json {
+        let text = serde_json::to_string(&r)
+            .map_err(|e| SelectError::Bench(format!("serialising the result: {e}")))?;
+        println!("{text}");
+    } else {
+        println!(
+            "model {} ({} macs, {} params)",
+            r.source_id, r.macs, r.params
+        );
+        for l in &r.latency {
+            println!(
+                "batch {}: median {:.3} ms, p90 {:.3} ms over {} runs",
+                l.batch, l.median_ms, l.p90_ms, l.repeats
+            );
+        }
+        println!(
+            "peak rss - baseline: {} bytes; cpu: {} ({} threads, backend {})",
+            r.memory.peak_minus_baseline_bytes,
+            r.machine.cpu_model,
+            r.machine.threads,
+            r.machine.backend
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Random search: K random subnets within each budget, evaluated, the best kept.
+//!
+//! Subnets are drawn uniformly from the space and rejected when over budget or already drawn
+//! for this budget; at most `max_draws` draws per budget. Fewer than K distinct feasible
+//! subnets (a tight budget in a small space) is not an error; none is. Each budget draws from
+//! its own stream of the seed (keyed by the budget's value), so a budget's pick does not depend
+//! on the other budgets in the list. Ties in accuracy go to the subnet drawn first.
+
+use std::collections::BTreeSet;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tofa_nn::{SearchSpace, SubnetConfig};
+
+use crate::error::{Result, SelectError, input_err};
+use crate::eval::{Evaluator, Found, Meter};
+use crate::metric::{Budget, Metric, MetricProvider};
+
+/// Options of [`random_search`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomOpts {
+    /// Subnets evaluated per budget (paper: about 10).
+    pub k: usize,
+    /// Cap on random draws per budget (rejection sampling).
+    pub max_draws: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for RandomOpts {
+    fn default() -> Self {
+        RandomOpts {
+            k: 10,
+            max_draws: 20_000,
+            seed: 0,
+        }
+    }
+}
+
+/// A seeded RNG for one budget: stream `tag` of `seed`.
+pub(crate) fn budget_rng(seed: u64, limit: f64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(limit.to_bits());
+    rng
+}
+
+/// Draws a uniformly random subnet meeting `budget` (rejection sampling, at most `max_draws`
+/// draws). Returns the subnet, its metric value and the draws used.
+pub fn sample_feasible(
+    space: &SearchSpace,
+    metrics: &dyn MetricProvider,
+    budget: Budget,
+    rng: &mut ChaCha8Rng,
+    max_draws: usize,
+    method: &str,
+) -> Result<(SubnetConfig, f64, usize)> {
+    let mut smallest = f64::INFINITY;
+    for n in 1..=max_draws {
+        let c = SubnetConfig::sample(space, rng);
+        let v = metrics.value(budget.metric, &c)?;
+        if budget.admits(v) {
+            return Ok((c, v, n));
+        }
+        smallest = smallest.min(v);
+    }
+    Err(SelectError::NoFeasibleSample {
+        method: method.into(),
+        metric: budget.metric.name().into(),
+        budget: budget.limit,
+        tries: max_draws,
+        smallest_seen: smallest,
+    })
+}
+
+/// Random search over `limits` of `metric`: per budget, up to `opts.k` distinct random
+/// feasible subnets are evaluated and the most accurate kept.
+pub fn random_search(
+    space: &SearchSpace,
+    metrics: &dyn MetricProvider,
+    metric: Metric,
+    limits: &[f64],
+    opts: &RandomOpts,
+    evaluator: &mut dyn Evaluator,
+) -> Result<Vec<Found>> {
+    if opts.k == 0 || opts.max_draws == 0 {
+        return Err(input_err(
+            "random search: k and max_draws must be at least 1",
+        ));
+    }
+    let mut meter = Meter::new(evaluator);
+    let mut out = Vec::with_capacity(limits.len());
+    for &limit in limits {
+        let budget = Budget::new(metric, limit);
+        let mut rng = budget_rng(opts.seed, limit);
+        let mut seen = BTreeSet::new();
+        let mut best: Option<(SubnetConfig, f64, f64)> = None;
+        let (mut draws, mut smallest, mut queries) = (0usize, f64::INFINITY, 0u64);
+        while seen.len() < opts.k && draws < opts.max_draws {
+            draws += 1;
+            let c = SubnetConfig::sample(space, &mut rng);
+            let v = metrics.value(metric, &c)?;
+            queries += 1;
+            smallest = smallest.min(v);
+            if !budget.admits(v) || !seen.insert(c.id()) {
+                continue;
+            }
+            let acc = meter.evaluate(&c)?.accuracy;
+            if best.as_ref().is_none_or(|b| acc > b.2) {
+                best = Some((c, v, acc));
+            }
+        }
+        let Some((config, value, accuracy)) = best else {
+            return Err(SelectError::NoFeasibleSample {
+                method: "random search".into(),
+                metric: metric.name().into(),
+                budget: limit,
+                tries: draws,
+                smallest_seen: smallest,
+            });
+        };
+        let mut cost = meter.take();
+        cost.metric_queries = queries;
+        out.push(Found {
+            method: "random".into(),
+            id: config.id(),
+            config,
+            budget,
+            value,
+            accuracy,
+            predicted: None,
+            candidates: seen.len(),
+            cost,
+        });
+    }
+    Ok(out)
+}
