@@ -423,3 +423,41 @@ pub fn device_bench_main(args: impl IntoIterator<Item = String>) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_p90() {
+        let s = stats(2, (1..=10).rev().map(f64::from).collect());
+        assert_eq!(
+            (s.median_ms, s.p90_ms, s.min_ms, s.max_ms),
+            (5.5, 9.0, 1.0, 10.0)
+        );
+        assert_eq!(s.per_image_ms, 2.75);
+        let one = stats(1, vec![3.0]);
+        assert_eq!((one.median_ms, one.p90_ms), (3.0, 3.0));
+        let three = stats(1, vec![3.0, 1.0, 2.0]);
+        assert_eq!((three.median_ms, three.p90_ms), (2.0, 3.0));
+    }
+
+    #[test]
+    fn activation_elems_of_tiny_minnet() {
+        let s = SearchSpace::builtin("tiny").unwrap();
+        let c = SubnetConfig::minnet(&s);
+        let (peak, total) = activation_elems(&s, &c);
+        // stem: 3x32x32 in, 8x16x16 out; stage 0 (expand 1): dw 8x16x16, project 8x16x16;
+        // stage 1 expand x2: 16x16x16 is the largest intermediate
+        assert_eq!(peak, (8 * 16 * 16 + 16 * 16 * 16) as u64);
+        assert!(total > peak);
+    }
+
+    #[test]
+    fn proc_status_is_read() {
+        if cfg!(target_os = "linux") {
+            assert!(status_kb("VmRSS").unwrap() > 0);
+            assert!(status_kb("VmHWM").unwrap() > 0);
+        }
+    }
+}

@@ -123,3 +123,28 @@ impl Encoder {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_encodings() {
+        let s = SearchSpace::builtin("tiny").unwrap();
+        // tiny: stages 1 and 2 have 2 choices in each of 4 dims, the head has 2; the rest 1
+        let oh = Encoder::new(&s, Encoding::OneHot);
+        assert_eq!(oh.dim(), 2 * 4 * 2 + 2);
+        let max = oh.encode(&SubnetConfig::maxnet(&s)).unwrap();
+        assert_eq!(max.iter().sum::<f64>(), 9.0);
+        assert_eq!(&max[..2], &[0.0, 1.0]);
+        assert_eq!(oh.feature_names()[0], "stages[1].width=12");
+        let ord = Encoder::new(&s, Encoding::Ordinal);
+        assert_eq!(ord.dim(), 9);
+        assert_eq!(ord.encode(&SubnetConfig::minnet(&s)).unwrap(), vec![0.0; 9]);
+        assert_eq!(ord.encode(&SubnetConfig::maxnet(&s)).unwrap(), vec![1.0; 9]);
+        let mut bad = SubnetConfig::maxnet(&s);
+        bad.stages[2].kernel = 7;
+        let e = oh.encode(&bad).unwrap_err().to_string();
+        assert!(e.contains("stages[2].kernel = 7"), "{e}");
+    }
+}

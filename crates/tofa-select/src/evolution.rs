@@ -2,9 +2,10 @@
 //!
 //! Once: evaluate `m` random subnets ([`crate::predictor::collect_samples`]) and train the
 //! predictor. Then per budget: a population of `population` random feasible subnets; each
-//! generation keeps the `parents_ratio` best by predicted accuracy as parents, then adds
-//! `mutation_ratio * population` children by mutation (each choice redrawn with probability
-//! `mutate_prob`) and the rest by uniform crossover of two parents. A child over budget is
+//! generation keeps the `parents_ratio * population` best by predicted accuracy as parents,
+//! then adds `mutation_ratio * population` children by mutation (each choice redrawn with
+//! probability `mutate_prob`) and `population` minus that by uniform crossover of two parents
+//! (so, as in OFA, a generation holds the parents plus `population` children). A child over budget is
 //! redrawn (at most `max_draws` times, then its parent is copied), so the population is always
 //! feasible and so is the pick: the best predicted subnet seen. The pick is then evaluated for
 //! real. Ties in predicted accuracy go to the smaller canonical id.
@@ -131,7 +132,6 @@ pub fn evolve(
     }
     let n_parents = ((opts.population as f64 * opts.parents_ratio).round() as usize).max(1);
     let n_mut = (opts.population as f64 * opts.mutation_ratio).round() as usize;
-    let n_mut = n_mut.min(opts.population - n_parents.min(opts.population));
     let rank = |a: &Member, b: &Member| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1));
     let mut best: Option<Member> = None;
     for _ in 0..=opts.generations {
@@ -144,7 +144,7 @@ pub fn evolve(
         }
         let parents: Vec<Member> = pop[..n_parents.min(pop.len())].to_vec();
         let mut next = parents.clone();
-        for i in 0..opts.population.saturating_sub(parents.len()) {
+        for i in 0..opts.population {
             let mut child = None;
             for _ in 0..opts.max_draws {
                 let c = if i < n_mut {

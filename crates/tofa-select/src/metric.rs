@@ -179,3 +179,21 @@ impl fmt::Display for Budget {
         write!(f, "{} <= {}", self.metric, self.limit)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for m in Metric::ALL {
+            assert_eq!(m.name().parse::<Metric>().unwrap(), m);
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.name())
+            );
+        }
+        let e = "flops".parse::<Metric>().unwrap_err().to_string();
+        assert!(e.contains("unknown metric `flops`"), "{e}");
+    }
+}

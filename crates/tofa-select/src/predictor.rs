@@ -368,3 +368,37 @@ pub fn train_predictor(
     };
     Ok((p, report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kendall_tau_and_rmse_by_hand() {
+        let a = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(kendall_tau(&a, &[10.0, 20.0, 30.0, 40.0]), 1.0);
+        assert_eq!(kendall_tau(&a, &[4.0, 3.0, 2.0, 1.0]), -1.0);
+        // one swapped pair of six: (5 - 1) / 6
+        assert!((kendall_tau(&a, &[1.0, 3.0, 2.0, 4.0]) - 4.0 / 6.0).abs() < 1e-12);
+        // tau-b with a tie in b: C=5, D=0, tb=1 -> 5 / sqrt(6 * 5)
+        let t = kendall_tau(&a, &[1.0, 1.0, 2.0, 3.0]);
+        assert!((t - 5.0 / 30f64.sqrt()).abs() < 1e-12, "{t}");
+        assert_eq!(kendall_tau(&a, &[1.0; 4]), 0.0);
+        assert!((rmse(&[1.0, 3.0], &[0.0, 0.0]) - 5f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn too_few_samples_is_an_error() {
+        let s = SearchSpace::builtin("tiny").unwrap();
+        let c = SubnetConfig::maxnet(&s);
+        let one = vec![Sample {
+            id: c.id(),
+            config: c,
+            accuracy: 0.5,
+        }];
+        let e = train_predictor(&s, &one, &PredictorOpts::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 samples are too few for holdout 0.2"), "{e}");
+    }
+}
