@@ -100,6 +100,7 @@ fn check(opts: &EvoOpts) -> Result<()> {
 }
 
 /// Constrained evolution for one budget, scored by `predictor` (see the module docs).
+/// `metrics` must know the budget's metric for every subnet of the space.
 pub fn evolve(
     space: &SearchSpace,
     metrics: &dyn MetricProvider,

@@ -10,7 +10,8 @@
 //! - [`Evaluator`] ([`eval`]): the accuracy boundary. The pipeline implements it (BN
 //!   recalibration + validation accuracy); this crate does not depend on training.
 //!   [`SearchCost`]: evaluations, images, predictor training time, wall time.
-//! - [`random_search`] ([`random`]): K random feasible subnets per budget, best kept.
+//! - [`random_search`] ([`random`]): K random feasible subnets per budget, best kept;
+//!   [`best_sample`]: the best of an already evaluated pool within each budget.
 //! - [`evolutionary_search`] ([`evolution`]): M evaluated samples, an MLP predictor
 //!   ([`predictor`], encodings in [`encode`]) with held-out Kendall tau and RMSE, constrained
 //!   evolution per budget, the pick evaluated for real.
@@ -43,7 +44,7 @@ pub use metric::{Budget, Metric, MetricProvider, Metrics};
 pub use predictor::{
     Predictor, PredictorOpts, PredictorReport, Sample, collect_samples, train_predictor,
 };
-pub use random::{RandomOpts, random_search};
+pub use random::{RandomOpts, best_sample, random_search};
 pub use rule::{
     Rule, Selected, metric_range, metric_values, palette, select_fixed, select_fixed_values,
 };

@@ -75,7 +75,8 @@ pub fn sample_feasible(
 }
 
 /// Random search over `limits` of `metric`: per budget, up to `opts.k` distinct random
-/// feasible subnets are evaluated and the most accurate kept.
+/// feasible subnets are evaluated and the most accurate kept. `metrics` must know `metric` for
+/// every subnet of the space (analytic metrics, or a provider that models measured ones).
 pub fn random_search(
     space: &SearchSpace,
     metrics: &dyn MetricProvider,
@@ -135,4 +136,63 @@ pub fn random_search(
         });
     }
     Ok(out)
+}
+
+/// The paper's variant of random search when a pool of evaluated subnets already exists
+/// (Section 4.6 samples 1,000 subnets "spread across the flops range" for both costly
+/// methods): per budget, the most accurate sample within it. No new evaluations; the cost
+/// is the metric look-ups and wall time (the pool's own cost is the caller's, e.g.
+/// [`crate::evolution::EvolutionOutcome::shared_cost`]). Ties in accuracy go to the earlier
+/// sample. A budget no sample meets is an error naming the smallest sample value.
+pub fn best_sample(
+    samples: &[crate::predictor::Sample],
+    metrics: &dyn MetricProvider,
+    metric: Metric,
+    limits: &[f64],
+) -> Result<Vec<Found>> {
+    let t = std::time::Instant::now();
+    let values = samples
+        .iter()
+        .map(|s| metrics.value(metric, &s.config))
+        .collect::<Result<Vec<_>>>()?;
+    let shared = t.elapsed().as_secs_f64() / limits.len().max(1) as f64;
+    limits
+        .iter()
+        .map(|&limit| {
+            let t = std::time::Instant::now();
+            let budget = Budget::new(metric, limit);
+            let mut best: Option<usize> = None;
+            let mut feasible = 0;
+            for (i, (s, &v)) in samples.iter().zip(&values).enumerate() {
+                if budget.admits(v) {
+                    feasible += 1;
+                    if best.is_none_or(|b| s.accuracy > samples[b].accuracy) {
+                        best = Some(i);
+                    }
+                }
+            }
+            let b = best.ok_or_else(|| SelectError::NoFeasibleSample {
+                method: "best sample".into(),
+                metric: metric.name().into(),
+                budget: limit,
+                tries: samples.len(),
+                smallest_seen: values.iter().copied().fold(f64::INFINITY, f64::min),
+            })?;
+            Ok(Found {
+                method: "best_sample".into(),
+                id: samples[b].id.clone(),
+                config: samples[b].config.clone(),
+                budget,
+                value: values[b],
+                accuracy: samples[b].accuracy,
+                predicted: None,
+                candidates: feasible,
+                cost: crate::eval::SearchCost {
+                    metric_queries: samples.len() as u64,
+                    wall_s: shared + t.elapsed().as_secs_f64(),
+                    ..Default::default()
+                },
+            })
+        })
+        .collect()
 }

@@ -330,3 +330,30 @@ fn evolutionary_search_end_to_end_is_deterministic_and_costed() {
     assert_eq!(ids(&a), ids(&b));
     assert_eq!(a.predictor.kendall_tau, b.predictor.kendall_tau);
 }
+
+#[test]
+fn best_sample_picks_the_most_accurate_within_budget() {
+    let s = tiny();
+    let m = Metrics::new(&s);
+    let mut ev = Synthetic::new(0.01);
+    let (samples, _) = collect_samples(&s, 60, 10, &mut ev).unwrap();
+    let limits = macs_limits();
+    let found = tofa_select::best_sample(&samples, &m, Metric::Macs, &limits).unwrap();
+    for (f, l) in found.iter().zip(&limits) {
+        assert!(f.value <= *l);
+        assert_eq!(f.cost.evaluations, 0);
+        let best = samples
+            .iter()
+            .filter(|x| macs(&s, &x.config) <= *l)
+            .map(|x| x.accuracy)
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(f.accuracy, best);
+    }
+    let err = tofa_select::best_sample(&samples, &m, Metric::Macs, &[0.0])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("best sample: no subnet with macs <= 0"),
+        "{err}"
+    );
+}
