@@ -202,7 +202,7 @@ fn out_size(h: usize, k: usize, stride: usize) -> usize {
 }
 
 /// Analytic activation elements of one image: (largest input + output of one layer, sum of
-/// every layer's output). Same traversal as [`tofa_nn::cost`].
+/// every layer's output). Same traversal as [`tofa_nn::cost()`].
 pub fn activation_elems(space: &SearchSpace, cfg: &SubnetConfig) -> (u64, u64) {
     let (mut peak, mut total) = (0u64, 0u64);
     let mut layer = |inp: usize, out: usize| {

@@ -1,6 +1,6 @@
 //! Selection metrics and where their values come from.
 //!
-//! Multiply-adds and parameters are analytic ([`tofa_nn::cost`]); latency and peak memory are
+//! Multiply-adds and parameters are analytic ([`tofa_nn::cost()`]); latency and peak memory are
 //! measured on a device ([`crate::device`]) and looked up per subnet id in a [`Metrics`] table.
 
 use std::collections::BTreeMap;
