@@ -324,7 +324,8 @@ pub fn bench_in_process(model_dir: &Path, opts: &BenchOpts) -> Result<BenchResul
 
 /// Benchmarks the model in a fresh process: runs `exe <args_prefix...> <model_dir> --json
 /// <opts...>` (a binary whose command line is [`device_bench_main`]) and parses the JSON it
-/// prints on stdout.
+/// prints as the last line of its stdout. The child inherits the environment, so
+/// `RAYON_NUM_THREADS` sets its thread count.
 pub fn bench_in_fresh_process(
     exe: &Path,
     args_prefix: &[String],
@@ -351,7 +352,13 @@ pub fn bench_in_fresh_process(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let mut r: BenchResult = serde_json::from_slice(&out.stdout).map_err(|e| {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let mut r: BenchResult = serde_json::from_str(line).map_err(|e| {
         SelectError::Bench(format!(
             "child `{}` on {}: cannot parse its json output: {e}",
             exe.display(),
