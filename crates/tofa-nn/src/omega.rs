@@ -153,9 +153,15 @@ mod tests {
         o.record(5, &a);
         assert_eq!(o.len(), 2);
         let ea = o.get(&a.id()).unwrap();
-        assert_eq!((ea.first_iter, ea.last_iter, ea.cumulative, ea.count), (1, 5, 6, 2));
+        assert_eq!(
+            (ea.first_iter, ea.last_iter, ea.cumulative, ea.count),
+            (1, 5, 6, 2)
+        );
         let eb = o.get(&b.id()).unwrap();
-        assert_eq!((eb.first_iter, eb.last_iter, eb.cumulative, eb.count), (1, 2, 3, 2));
+        assert_eq!(
+            (eb.first_iter, eb.last_iter, eb.cumulative, eb.count),
+            (1, 2, 3, 2)
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("omega.json");
@@ -172,9 +178,14 @@ mod tests {
         o.record(3, &SubnetConfig::maxnet(&space));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("omega.json");
-        let text = serde_json::to_string(&o).unwrap().replace("\"id\":\"r32", "\"id\":\"r99");
+        let text = serde_json::to_string(&o)
+            .unwrap()
+            .replace("\"id\":\"r32", "\"id\":\"r99");
         std::fs::write(&p, text).unwrap();
         let err = Omega::load(&p).unwrap_err().to_string();
-        assert!(err.contains("omega.json") && err.contains("entry 0"), "{err}");
+        assert!(
+            err.contains("omega.json") && err.contains("entry 0"),
+            "{err}"
+        );
     }
 }

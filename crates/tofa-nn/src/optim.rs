@@ -44,6 +44,45 @@ impl Sgd {
         self.cfg.lr
     }
 
+    /// The parameters, in the order of [`Sgd::momentum_buffers`].
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// The momentum buffer of each parameter (`None` before its first gradient), for
+    /// checkpoints.
+    pub fn momentum_buffers(&self) -> &[Option<Tensor>] {
+        &self.bufs
+    }
+
+    /// Restores momentum buffers saved from [`Sgd::momentum_buffers`] (same order and length;
+    /// each buffer shaped like its parameter).
+    pub fn set_momentum_buffers(&mut self, bufs: Vec<Option<Tensor>>) -> Result<()> {
+        if bufs.len() != self.params.len() {
+            return Err(crate::error::NnError::Input(format!(
+                "{} momentum buffers for {} parameters",
+                bufs.len(),
+                self.params.len()
+            )));
+        }
+        for (p, b) in self.params.iter().zip(&bufs) {
+            if let Some(b) = b
+                && b.dims() != p.var.as_tensor().dims()
+            {
+                return Err(crate::error::NnError::Weights {
+                    name: p.name.clone(),
+                    msg: format!(
+                        "momentum shape {:?}, parameter shape {:?}",
+                        b.dims(),
+                        p.var.as_tensor().dims()
+                    ),
+                });
+            }
+        }
+        self.bufs = bufs;
+        Ok(())
+    }
+
     /// One update from `grads`.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         let c = self.cfg;
