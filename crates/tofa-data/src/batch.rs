@@ -343,6 +343,24 @@ impl<'a> TrainLoader<'a> {
         })
     }
 
+    /// The step the next batch will carry.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Fast-forwards to `step` (for resuming a training run): draws the indices of the skipped
+    /// steps without assembling images, so the batches from `step` on are exactly those an
+    /// uninterrupted loader gives. Does nothing when already at or past `step`.
+    pub fn skip_to(&mut self, step: u64) {
+        while self.step < step {
+            self.labelled.next_batch(self.batch_labelled);
+            if let Some(s) = self.unlabelled.as_mut() {
+                s.next_batch(self.batch_unlabelled);
+            }
+            self.step += 1;
+        }
+    }
+
     /// The next step's batches (never `None`).
     pub fn next_batch(&mut self) -> Result<TrainBatch> {
         let step = self.step;

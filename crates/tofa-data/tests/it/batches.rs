@@ -166,3 +166,43 @@ fn bad_augmentation_settings_are_errors_not_panics() {
     .to_string();
     assert!(err.contains("index 5 out of range"), "{err}");
 }
+
+#[test]
+fn train_loader_skip_to_gives_the_batches_of_an_uninterrupted_loader() {
+    let ds = toy(40, 4, (10, 10));
+    let labelled: Vec<u32> = (0..8).collect();
+    let unlabelled: Vec<u32> = (8..40).collect();
+    let cfg = BatchConfig::new((8, 8));
+    let mut full =
+        TrainLoader::new(&ds, &labelled, &unlabelled, (3, 5), cfg, 7, Device::Cpu).unwrap();
+    for _ in 0..5 {
+        full.next_batch().unwrap();
+    }
+    let want = full.next_batch().unwrap();
+    let mut skipped =
+        TrainLoader::new(&ds, &labelled, &unlabelled, (3, 5), cfg, 7, Device::Cpu).unwrap();
+    skipped.skip_to(5);
+    assert_eq!(skipped.step(), 5);
+    let got = skipped.next_batch().unwrap();
+    assert_eq!(got.step, want.step);
+    assert_eq!(got.labelled.indices, want.labelled.indices);
+    let a: Vec<f32> = got
+        .labelled
+        .images
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let b: Vec<f32> = want
+        .labelled
+        .images
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        got.unlabelled.unwrap().indices,
+        want.unlabelled.unwrap().indices
+    );
+}
