@@ -1,0 +1,724 @@
+//! The training loops: TOFA supernet training (Algorithm 1), single networks (the Table 3
+//! baselines and per-budget fine-tuning), and pre-training on a source task. One loop drives
+//! them all: schedule, checkpoints, resume, NaN checks, loss curve and cost.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tofa_data::{BatchConfig, Dataset, TrainBatch, TrainLoader};
+use tofa_nn::{Mode, Omega, SearchSpace, Sgd, SgdConfig, SubnetConfig, Supernet, TrainOpts};
+
+use crate::checkpoint::{self, CheckpointState, STATE_VERSION};
+use crate::config::{TrainConfig, Variant};
+use crate::error::{Result, Stage, TrainError, config_err};
+use crate::loss::{distillation, fixmatch, smoothed_ce};
+
+/// Stream tags of [`tofa_data::rng::rng_for`] keys, keeping draws of different kinds apart.
+const STREAM_ITER: u64 = 0x7f_a1;
+const STREAM_DATA: u64 = 0xda_7a;
+
+/// Where a run's images come from.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainData<'a> {
+    /// The training set (labelled and unlabelled images index it).
+    pub dataset: &'a Dataset,
+    /// Labelled indices (weak views, true labels).
+    pub labelled: &'a [u32],
+    /// Unlabelled indices (weak + strong views, labels never read); may be empty for
+    /// `lab`, labelled-only single training and pre-training.
+    pub unlabelled: &'a [u32],
+    /// Augmentation and normalisation. `out_size` should be the largest resolution of the
+    /// space: a subnet at a smaller resolution gets the batch resized (bilinear).
+    pub batch: BatchConfig,
+}
+
+/// The losses of one iteration (batch means; see [`crate::loss`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IterRecord {
+    /// 1-based iteration.
+    pub iter: u64,
+    /// Learning rate of the step.
+    pub lr: f64,
+    /// The optimised sum.
+    pub total: f64,
+    /// `L^lab_max`: label-smoothed CE of the maxnet (or the single network) on the labelled
+    /// weak view.
+    pub lab: f64,
+    /// `L^FM`: FixMatch on the maxnet (or the single network); `None` when off.
+    pub fm: Option<f64>,
+    /// FixMatch mask rate (fraction of unlabelled images above the threshold).
+    pub mask_rate: Option<f64>,
+    /// `L^dist_sub` on the labelled batch, summed over the sandwich subnets.
+    pub dist_lab: Option<f64>,
+    /// `L^dist_sub` on the unlabelled batch, summed over the sandwich subnets.
+    pub dist_unlab: Option<f64>,
+}
+
+impl IterRecord {
+    /// CSV header of [`IterRecord::csv_row`].
+    pub const CSV_HEADER: &'static str = "iter,lr,total,lab,fm,mask_rate,dist_lab,dist_unlab";
+
+    /// One CSV line (empty cells for terms that are off).
+    pub fn csv_row(&self) -> String {
+        let o = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+        format!(
+            "{},{:.6e},{:.6},{:.6},{},{},{},{}",
+            self.iter,
+            self.lr,
+            self.total,
+            self.lab,
+            o(self.fm),
+            o(self.mask_rate),
+            o(self.dist_lab),
+            o(self.dist_unlab)
+        )
+    }
+}
+
+/// The compute a run spent, for Section 3.5's "constant versus linear cost".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainCost {
+    /// Wall-clock seconds of training (across resumes: the sum of the sessions).
+    pub wall_s: f64,
+    /// Iterations run.
+    pub iterations: u64,
+    /// Images drawn from the data (labelled + unlabelled per iteration; the weak and strong
+    /// views of one unlabelled image count once).
+    pub images_processed: u64,
+    /// Image forward passes over all sampled networks and views.
+    pub image_forwards: u64,
+    /// Multiply-adds spent: for each forward pass, the network's analytic multiply-adds per
+    /// image ([`tofa_nn::cost`]) times its images, times 3 when gradients flow through it
+    /// (forward + backward ~ 3 forwards) and times 1 for the detached teacher pass on the
+    /// weak unlabelled view.
+    pub train_macs: u64,
+}
+
+/// Progress of a run, reported after every iteration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainProgress {
+    pub stage: Stage,
+    /// Iterations completed.
+    pub iter: u64,
+    /// Iterations in the run.
+    pub iterations: u64,
+    /// The iteration's losses.
+    pub record: IterRecord,
+    /// Seconds since this session started.
+    pub elapsed_s: f64,
+}
+
+/// What a run returns.
+#[derive(Clone, Debug)]
+pub struct TrainOutcome {
+    /// Every sampled subnet with its iterations (for single networks: the one config).
+    pub omega: Omega,
+    /// Per-iteration losses.
+    pub curve: Vec<IterRecord>,
+    /// Compute spent.
+    pub cost: TrainCost,
+    /// The checkpoint iteration this run resumed from, if it did.
+    pub resumed_from: Option<u64>,
+}
+
+impl TrainOutcome {
+    /// The loss curve as CSV (header + one line per iteration).
+    pub fn curve_csv(&self) -> String {
+        let mut s = String::from(IterRecord::CSV_HEADER);
+        s.push('\n');
+        for r in &self.curve {
+            s.push_str(&r.csv_row());
+            s.push('\n');
+        }
+        s
+    }
+
+    /// The curve averaged over consecutive windows of `n` iterations (the last may be
+    /// shorter); each window is labelled with its last iteration and learning rate.
+    pub fn curve_averaged(&self, n: usize) -> Vec<IterRecord> {
+        let avg = |v: &[Option<f64>]| -> Option<f64> {
+            let s: Vec<f64> = v.iter().flatten().copied().collect();
+            (!s.is_empty()).then(|| s.iter().sum::<f64>() / s.len() as f64)
+        };
+        self.curve
+            .chunks(n.max(1))
+            .map(|w| {
+                let last = &w[w.len() - 1];
+                let k = w.len() as f64;
+                IterRecord {
+                    iter: last.iter,
+                    lr: last.lr,
+                    total: w.iter().map(|r| r.total).sum::<f64>() / k,
+                    lab: w.iter().map(|r| r.lab).sum::<f64>() / k,
+                    fm: avg(&w.iter().map(|r| r.fm).collect::<Vec<_>>()),
+                    mask_rate: avg(&w.iter().map(|r| r.mask_rate).collect::<Vec<_>>()),
+                    dist_lab: avg(&w.iter().map(|r| r.dist_lab).collect::<Vec<_>>()),
+                    dist_unlab: avg(&w.iter().map(|r| r.dist_unlab).collect::<Vec<_>>()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// How a single network uses the data ([`train_single`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SingleMode {
+    /// Label-smoothed CE on the labelled weak view ("Baseline labelled", fine-tuning).
+    Labelled,
+    /// The same plus FixMatch on the unlabelled batch ("Baseline lab+unlab").
+    FixMatch,
+}
+
+/// What [`pretrain`] trains on the source task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PretrainMode {
+    /// The maxnet alone (labelled CE).
+    #[default]
+    Maxnet,
+    /// The whole supernet with the sandwich rule and labelled-only loss (eq. (3)).
+    Sandwich,
+}
+
+/// One iteration's result before the optimiser step.
+struct StepOut {
+    total: Tensor,
+    record: IterRecord,
+    image_forwards: u64,
+    macs: u64,
+}
+
+/// Everything a step function may read.
+struct StepCtx<'a> {
+    net: &'a Supernet,
+    cfg: &'a TrainConfig,
+    batch: &'a TrainBatch,
+    rng: &'a mut ChaCha8Rng,
+    iter: u64,
+    omega: &'a mut Omega,
+}
+
+/// `x` at `r x r` (bilinear, as `F.interpolate(align_corners=False)`), or `x` itself.
+fn fit(x: &Tensor, r: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if (h, w) == (r, r) {
+        Ok(x.clone())
+    } else {
+        Ok(x.upsample_bilinear2d(r, r, false)?)
+    }
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(f64::from(t.to_scalar::<f32>()?))
+}
+
+fn train_mode<'r>(rng: &'r mut ChaCha8Rng, cfg: &TrainConfig, update_bn: bool) -> Mode<'r> {
+    Mode::Train(TrainOpts {
+        rng,
+        dropout: cfg.dropout,
+        drop_connect: cfg.drop_connect,
+        update_bn_stats: update_bn,
+    })
+}
+
+/// Running totals of one iteration's compute.
+#[derive(Default)]
+struct Spend {
+    forwards: u64,
+    macs: u64,
+}
+
+impl Spend {
+    fn add(
+        &mut self,
+        space: &SearchSpace,
+        a: &SubnetConfig,
+        images: usize,
+        grad: bool,
+    ) -> Result<()> {
+        let m = tofa_nn::cost(space, a)?.macs;
+        self.forwards += images as u64;
+        self.macs += m * images as u64 * if grad { 3 } else { 1 };
+        Ok(())
+    }
+}
+
+/// Algorithm 1, one iteration, for `variant` (see [`train_tofa`]).
+fn tofa_step(c: StepCtx<'_>, variant: Variant, sandwich: bool) -> Result<StepOut> {
+    let space = c.net.space();
+    let cfg = c.cfg;
+    let max = SubnetConfig::maxnet(space);
+    // Draw the random subnets first, so the draws do not depend on what the forwards consume.
+    let mut subnets: Vec<SubnetConfig> = Vec::new();
+    if sandwich {
+        for _ in 0..cfg.random_subnets {
+            subnets.push(SubnetConfig::sample(space, &mut *c.rng));
+        }
+        subnets.push(SubnetConfig::minnet(space));
+    }
+    let mut spend = Spend::default();
+    let lab_b = &c.batch.labelled;
+    let bl = lab_b.indices.len();
+
+    // lines 5-7: maxnet, label-smoothed CE on the weak labelled view
+    c.omega.record(c.iter, &max);
+    let xl = lab_b.images.clone();
+    let teacher_l = c.net.forward_t(
+        &fit(&xl, max.resolution)?,
+        &max,
+        train_mode(c.rng, cfg, true),
+    )?;
+    spend.add(space, &max, bl, true)?;
+    let lab = smoothed_ce(&teacher_l, &lab_b.labels, cfg.label_smoothing)?;
+    let mut total = lab.clone();
+    let mut record = IterRecord {
+        iter: c.iter,
+        lr: 0.0,
+        total: 0.0,
+        lab: scalar(&lab)?,
+        fm: None,
+        mask_rate: None,
+        dist_lab: None,
+        dist_unlab: None,
+    };
+
+    // lines 8-11: maxnet on the weak unlabelled view (detached), FixMatch on the strong view
+    let unl = if variant.uses_unlabelled() {
+        let u = c.batch.unlabelled.as_ref().ok_or_else(|| {
+            config_err(
+                "unlabelled",
+                format!("variant {} needs unlabelled images", variant.name()),
+            )
+        })?;
+        let bu = u.indices.len();
+        let xw = fit(&u.weak, max.resolution)?;
+        let teacher_u = c
+            .net
+            .forward_t(&xw, &max, train_mode(c.rng, cfg, false))?
+            .detach();
+        spend.add(space, &max, bu, false)?;
+        if variant.fixmatch() {
+            let xs = fit(&u.strong, max.resolution)?;
+            let strong = c.net.forward_t(&xs, &max, train_mode(c.rng, cfg, false))?;
+            spend.add(space, &max, bu, true)?;
+            let (fm, rate) = fixmatch(
+                &teacher_u,
+                &strong,
+                cfg.fixmatch_threshold,
+                cfg.label_smoothing,
+            )?;
+            record.fm = Some(scalar(&fm)?);
+            record.mask_rate = Some(rate);
+            total = (total + fm)?;
+        }
+        Some((u, teacher_u))
+    } else {
+        None
+    };
+
+    // lines 12-15: sandwich subnets distilled towards the detached maxnet predictions
+    if sandwich {
+        let teacher_l = teacher_l.detach();
+        let mut dl: Option<Tensor> = None;
+        let mut du: Option<Tensor> = None;
+        let acc = |acc: Option<Tensor>, t: Tensor| -> Result<Option<Tensor>> {
+            Ok(Some(match acc {
+                None => t,
+                Some(a) => (a + t)?,
+            }))
+        };
+        for a in &subnets {
+            c.omega.record(c.iter, a);
+            let s = c
+                .net
+                .forward_t(&fit(&xl, a.resolution)?, a, train_mode(c.rng, cfg, false))?;
+            spend.add(space, a, bl, true)?;
+            dl = acc(dl, distillation(&s, &teacher_l)?)?;
+            if variant.distil_unlabelled()
+                && let Some((u, teacher_u)) = &unl
+            {
+                let x = fit(&u.weak, a.resolution)?;
+                let s = c.net.forward_t(&x, a, train_mode(c.rng, cfg, false))?;
+                spend.add(space, a, u.indices.len(), true)?;
+                du = acc(du, distillation(&s, teacher_u)?)?;
+            }
+        }
+        if let Some(d) = dl {
+            record.dist_lab = Some(scalar(&d)?);
+            total = (total + d)?;
+        }
+        if let Some(d) = du {
+            record.dist_unlab = Some(scalar(&d)?);
+            total = (total + d)?;
+        }
+    }
+    record.total = scalar(&total)?;
+    Ok(StepOut {
+        total,
+        record,
+        image_forwards: spend.forwards,
+        macs: spend.macs,
+    })
+}
+
+/// One iteration of a single network `a` (see [`train_single`]).
+fn single_step(c: StepCtx<'_>, a: &SubnetConfig, mode: SingleMode) -> Result<StepOut> {
+    let space = c.net.space();
+    let cfg = c.cfg;
+    let mut spend = Spend::default();
+    c.omega.record(c.iter, a);
+    let lab_b = &c.batch.labelled;
+    let x = fit(&lab_b.images, a.resolution)?;
+    let logits = c.net.forward_t(&x, a, train_mode(c.rng, cfg, true))?;
+    spend.add(space, a, lab_b.indices.len(), true)?;
+    let lab = smoothed_ce(&logits, &lab_b.labels, cfg.label_smoothing)?;
+    let mut record = IterRecord {
+        iter: c.iter,
+        lr: 0.0,
+        total: 0.0,
+        lab: scalar(&lab)?,
+        fm: None,
+        mask_rate: None,
+        dist_lab: None,
+        dist_unlab: None,
+    };
+    let mut total = lab;
+    if mode == SingleMode::FixMatch {
+        let u = c.batch.unlabelled.as_ref().ok_or_else(|| {
+            config_err(
+                "unlabelled",
+                "single-network fixmatch needs unlabelled images",
+            )
+        })?;
+        let bu = u.indices.len();
+        let weak = c
+            .net
+            .forward_t(
+                &fit(&u.weak, a.resolution)?,
+                a,
+                train_mode(c.rng, cfg, false),
+            )?
+            .detach();
+        spend.add(space, a, bu, false)?;
+        let strong = c.net.forward_t(
+            &fit(&u.strong, a.resolution)?,
+            a,
+            train_mode(c.rng, cfg, false),
+        )?;
+        spend.add(space, a, bu, true)?;
+        let (fm, rate) = fixmatch(&weak, &strong, cfg.fixmatch_threshold, cfg.label_smoothing)?;
+        record.fm = Some(scalar(&fm)?);
+        record.mask_rate = Some(rate);
+        total = (total + fm)?;
+    }
+    record.total = scalar(&total)?;
+    Ok(StepOut {
+        total,
+        record,
+        image_forwards: spend.forwards,
+        macs: spend.macs,
+    })
+}
+
+fn check_finite(stage: Stage, r: &IterRecord) -> Result<()> {
+    let terms = [
+        ("lab", Some(r.lab)),
+        ("fm", r.fm),
+        ("dist_lab", r.dist_lab),
+        ("dist_unlab", r.dist_unlab),
+        ("total", Some(r.total)),
+    ];
+    for (term, v) in terms {
+        if let Some(v) = v
+            && !v.is_finite()
+        {
+            return Err(TrainError::NonFinite {
+                stage,
+                iter: r.iter,
+                term,
+                value: v,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The shared loop: schedule, resume, step, NaN check, optimiser, checkpoints, progress.
+fn run_loop(
+    stage: Stage,
+    run: String,
+    needs_unlabelled: bool,
+    net: &mut Supernet,
+    data: &TrainData<'_>,
+    cfg: &TrainConfig,
+    ckpt_dir: Option<&Path>,
+    progress: &mut dyn FnMut(TrainProgress),
+    step: &mut dyn FnMut(StepCtx<'_>) -> Result<StepOut>,
+) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    if data.labelled.is_empty() {
+        return Err(config_err("labelled", "no labelled images"));
+    }
+    if needs_unlabelled && data.unlabelled.is_empty() {
+        return Err(config_err(
+            "unlabelled",
+            format!("{run} needs unlabelled images"),
+        ));
+    }
+    let started = Instant::now();
+    let schedule = cfg.schedule(data.labelled.len());
+    let mut sgd = Sgd::new(
+        net.params().to_vec(),
+        SgdConfig {
+            lr: 0.0,
+            momentum: cfg.momentum,
+            nesterov: cfg.nesterov,
+            weight_decay: cfg.weight_decay,
+        },
+    );
+    let mut omega = Omega::new();
+    let mut curve: Vec<IterRecord> = Vec::new();
+    let mut cost = TrainCost::default();
+    let mut start = 0u64;
+    let mut resumed_from = None;
+    if let Some(dir) = ckpt_dir
+        && let Some((_, path)) = checkpoint::latest(dir)?
+    {
+        let state = checkpoint::read_state(&path)?;
+        let same = |a: &TrainConfig| TrainConfig {
+            checkpoint_every: 0,
+            ..a.clone()
+        };
+        if state.stage != stage || state.run != run || same(&state.config) != same(cfg) {
+            return Err(TrainError::Checkpoint {
+                path,
+                msg: format!(
+                    "belongs to another run ({} {}, not {stage} {run}, or another config)",
+                    state.stage, state.run
+                ),
+            });
+        }
+        checkpoint::restore(&path, net, &mut sgd)?;
+        start = state.iteration;
+        omega = state.omega;
+        curve = state.curve;
+        cost = state.cost;
+        resumed_from = Some(start);
+    }
+    let prior_wall = cost.wall_s;
+    let unlabelled: &[u32] = if needs_unlabelled {
+        data.unlabelled
+    } else {
+        &[]
+    };
+    let mut loader = TrainLoader::new(
+        data.dataset,
+        data.labelled,
+        unlabelled,
+        (cfg.batch_labelled, cfg.batch_unlabelled),
+        data.batch,
+        tofa_data::rng::mix(&[cfg.seed, STREAM_DATA]),
+        Device::Cpu,
+    )?;
+    loader.skip_to(start);
+    let save =
+        |net: &Supernet, sgd: &Sgd, omega: &Omega, curve: &[IterRecord], cost: TrainCost, t| {
+            let Some(dir) = ckpt_dir else { return Ok(()) };
+            let state = CheckpointState {
+                version: STATE_VERSION,
+                stage,
+                run: run.clone(),
+                iteration: t,
+                config: cfg.clone(),
+                omega: omega.clone(),
+                curve: curve.to_vec(),
+                cost,
+            };
+            checkpoint::save(dir, net, sgd, &state).map(|_| ())
+        };
+    for t in start + 1..=cfg.iterations {
+        let at = |e: TrainError| match e {
+            e @ TrainError::NonFinite { .. } => e,
+            e => TrainError::At {
+                stage,
+                iter: t,
+                source: Box::new(e),
+            },
+        };
+        let batch = loader.next_batch().map_err(|e| at(e.into()))?;
+        let mut rng = tofa_data::rng::rng_for(&[cfg.seed, STREAM_ITER, t]);
+        let lr = schedule.lr_at(t);
+        sgd.set_lr(lr);
+        let out = step(StepCtx {
+            net,
+            cfg,
+            batch: &batch,
+            rng: &mut rng,
+            iter: t,
+            omega: &mut omega,
+        })
+        .map_err(at)?;
+        let mut record = out.record;
+        record.lr = lr;
+        check_finite(stage, &record)?;
+        sgd.backward_step(&out.total).map_err(|e| at(e.into()))?;
+        cost.iterations += 1;
+        cost.images_processed += batch.labelled.indices.len() as u64
+            + batch
+                .unlabelled
+                .as_ref()
+                .map_or(0, |u| u.indices.len() as u64);
+        cost.image_forwards += out.image_forwards;
+        cost.train_macs += out.macs;
+        cost.wall_s = prior_wall + started.elapsed().as_secs_f64();
+        curve.push(record.clone());
+        let every = cfg.checkpoint_every;
+        if (every > 0 && t % every == 0) || t == cfg.iterations {
+            save(net, &sgd, &omega, &curve, cost, t)?;
+        }
+        progress(TrainProgress {
+            stage,
+            iter: t,
+            iterations: cfg.iterations,
+            record,
+            elapsed_s: started.elapsed().as_secs_f64(),
+        });
+    }
+    cost.wall_s = prior_wall + started.elapsed().as_secs_f64();
+    Ok(TrainOutcome {
+        omega,
+        curve,
+        cost,
+        resumed_from,
+    })
+}
+
+/// TOFA supernet training (Algorithm 1) with the loss `cfg.variant` of eq. (4).
+///
+/// Per iteration `t` (1-based), from one generator keyed by `(cfg.seed, t)`:
+/// 1. draw `cfg.random_subnets` random subnets (the sandwich rule adds the minnet);
+/// 2. maxnet on the labelled weak view: `L^lab_max`, label-smoothed CE (BN running statistics
+///    of the maxnet are updated here only);
+/// 3. unless `lab`: maxnet on the unlabelled weak view, detached (pseudo-labels and soft
+///    targets); for `fm`/`full`, the maxnet on the strong view against the confident
+///    pseudo-labels (`L^FM`);
+/// 4. every sandwich subnet on the labelled weak view, distilled towards the maxnet's detached
+///    predictions of step 2 (`L^dist_sub(x_l)`, part of eq. (3)'s `L^lab` and so of every
+///    variant, `lab` and `fm` included); for `dist`/`full` also on the unlabelled weak view
+///    towards those of step 3 (`L^dist`);
+/// 5. one backward pass of the sum and one SGD step: the gradients of all sampled networks
+///    accumulate into one update.
+///
+/// Forward passes run in training mode (dropout, drop-connect, BN on batch statistics), the
+/// teacher passes included, as in FixMatch. Every sampled subnet, maxnet and minnet included,
+/// is recorded in the Omega with `t`. A subnet at a resolution below the batch's is fed the
+/// batch resized.
+///
+/// With `ckpt_dir`, a checkpoint is written every `cfg.checkpoint_every` iterations and at
+/// the end, and a run finding a checkpoint there resumes from it (same config required),
+/// ending bit-identical to an uninterrupted run. A NaN or infinite loss term stops the run
+/// with [`TrainError::NonFinite`] before the optimiser step, leaving the last checkpoint.
+pub fn train_tofa(
+    net: &mut Supernet,
+    data: &TrainData<'_>,
+    cfg: &TrainConfig,
+    ckpt_dir: Option<&Path>,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<TrainOutcome> {
+    let variant = cfg.variant;
+    run_loop(
+        Stage::Tofa,
+        format!("tofa/{}", variant.name()),
+        variant.uses_unlabelled(),
+        net,
+        data,
+        cfg,
+        ckpt_dir,
+        progress,
+        &mut |c| tofa_step(c, variant, true),
+    )
+}
+
+/// Trains the fixed network `a` alone, with the optimiser, schedule, augmentation and cost
+/// record of [`train_tofa`] (`cfg.variant` and `cfg.random_subnets` are not read): the
+/// Table 3 baselines on the maxnet, and per-budget fine-tuning of one subnet.
+pub fn train_single(
+    net: &mut Supernet,
+    a: &SubnetConfig,
+    mode: SingleMode,
+    data: &TrainData<'_>,
+    cfg: &TrainConfig,
+    ckpt_dir: Option<&Path>,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<TrainOutcome> {
+    a.validate(net.space())?;
+    let run = format!(
+        "single/{}/{}",
+        match mode {
+            SingleMode::Labelled => "labelled",
+            SingleMode::FixMatch => "fixmatch",
+        },
+        a.id()
+    );
+    let a = a.clone();
+    run_loop(
+        Stage::Single,
+        run,
+        mode == SingleMode::FixMatch,
+        net,
+        data,
+        cfg,
+        ckpt_dir,
+        progress,
+        &mut |c| single_step(c, &a, mode),
+    )
+}
+
+/// Supervised training on a source task (every image of `source` labelled) to produce the
+/// starting weights: the maxnet alone, or the sandwich supernet with the labelled-only loss of
+/// eq. (3). Setting the target's classifier ([`Supernet::reset_classifier`]) is the caller's
+/// job.
+pub fn pretrain(
+    net: &mut Supernet,
+    source: &Dataset,
+    batch: BatchConfig,
+    mode: PretrainMode,
+    cfg: &TrainConfig,
+    ckpt_dir: Option<&Path>,
+    progress: &mut dyn FnMut(TrainProgress),
+) -> Result<TrainOutcome> {
+    let all: Vec<u32> = (0..source.len() as u32).collect();
+    let data = TrainData {
+        dataset: source,
+        labelled: &all,
+        unlabelled: &[],
+        batch,
+    };
+    let max = SubnetConfig::maxnet(net.space());
+    run_loop(
+        Stage::Pretrain,
+        format!(
+            "pretrain/{}",
+            match mode {
+                PretrainMode::Maxnet => "maxnet",
+                PretrainMode::Sandwich => "sandwich",
+            }
+        ),
+        false,
+        net,
+        &data,
+        cfg,
+        ckpt_dir,
+        progress,
+        &mut |c| match mode {
+            PretrainMode::Maxnet => single_step(c, &max, SingleMode::Labelled),
+            PretrainMode::Sandwich => tofa_step(c, Variant::Lab, true),
+        },
+    )
+}
