@@ -1,6 +1,7 @@
-//! Seconds per TOFA iteration for each loss variant on the `tiny` and `small` spaces at
-//! 32x32, batches of 32 labelled + 32 unlabelled images (synthetic data), and per
-//! single-network baseline iteration on the maxnet.
+//! Seconds per TOFA iteration for each loss variant, and per single-network baseline
+//! iteration on the maxnet, with batches of 32 labelled + 32 unlabelled synthetic images.
+//! Spaces (default `tiny small@32 small`): `NAME@32` restricts a space to 32x32 inputs; plain
+//! `NAME` feeds batches at the space's largest resolution (`small`: 48x48).
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=1 cargo run --release -p tofa-train --example iter_time -- [ITERS] [SPACE...]

@@ -7,7 +7,8 @@
 use candle_core::{D, DType, Tensor};
 use candle_nn::ops::{log_softmax, softmax_last_dim};
 
-use crate::error::Result;
+use crate::config::Variant;
+use crate::error::{Result, config_err};
 
 /// Cross-entropy against label-smoothed one-hot targets `LS_alpha(y) = (1 - alpha) onehot(y) +
 /// alpha / C`, per sample.
@@ -81,6 +82,119 @@ pub fn fixmatch(
     let ce = smoothed_ce_per_sample(strong_logits, &labels, alpha)?;
     let rate = f64::from(mask.mean_all()?.to_scalar::<f32>()?);
     Ok(((ce * mask)?.mean_all()?, rate))
+}
+
+/// The logits of one iteration's forward passes (Algorithm 1, lines 7-15).
+#[derive(Clone, Copy, Debug)]
+pub struct TofaLogits<'a> {
+    /// Maxnet on the labelled weak view `[Bl, C]` (with gradient).
+    pub max_lab: &'a Tensor,
+    /// True labels of the labelled batch `[Bl]`.
+    pub labels: &'a Tensor,
+    /// Maxnet on the unlabelled weak view `[Bu, C]` (teacher; detached here). Needed by every
+    /// variant but `lab`.
+    pub max_weak: Option<&'a Tensor>,
+    /// Maxnet on the unlabelled strong view `[Bu, C]`. Needed by `fm` and `full`.
+    pub max_strong: Option<&'a Tensor>,
+    /// Each sandwich subnet on the labelled weak view (empty for a single network).
+    pub sub_lab: &'a [Tensor],
+    /// Each sandwich subnet on the unlabelled weak view. Needed by `dist` and `full`.
+    pub sub_unlab: &'a [Tensor],
+}
+
+/// The terms of one iteration and their sum.
+#[derive(Clone, Debug)]
+pub struct LossTerms {
+    /// What is optimised: `lab + fm + dist_lab + dist_unlab` (terms that are on).
+    pub total: Tensor,
+    /// `L^lab_max`.
+    pub lab: f64,
+    /// `L^FM`.
+    pub fm: Option<f64>,
+    /// FixMatch mask rate.
+    pub mask_rate: Option<f64>,
+    /// `sum over subnets of L^dist_sub(x_l)`, part of eq. (3)'s `L^lab`.
+    pub dist_lab: Option<f64>,
+    /// `sum over subnets of L^dist_sub(x_u)`, the `L^dist` of eq. (4).
+    pub dist_unlab: Option<f64>,
+}
+
+fn value(t: &Tensor) -> Result<f64> {
+    Ok(f64::from(t.to_scalar::<f32>()?))
+}
+
+/// The loss of `variant` (eq. (4)) from one iteration's logits: `L^lab_max` always, the
+/// labelled distillation of every subnet in `sub_lab` always (eq. (3)), `L^FM` for `fm` and
+/// `full`, the unlabelled distillation for `dist` and `full`. With no subnets this is the
+/// single-network loss (labelled CE, plus FixMatch for `fm`).
+pub fn tofa_loss(
+    variant: Variant,
+    l: &TofaLogits<'_>,
+    threshold: f64,
+    alpha: f64,
+) -> Result<LossTerms> {
+    let lab = smoothed_ce(l.max_lab, l.labels, alpha)?;
+    let mut terms = LossTerms {
+        total: lab.clone(),
+        lab: value(&lab)?,
+        fm: None,
+        mask_rate: None,
+        dist_lab: None,
+        dist_unlab: None,
+    };
+    let missing = |what: &str| {
+        config_err(
+            "logits",
+            format!("variant {} needs the {what} logits", variant.name()),
+        )
+    };
+    if variant.fixmatch() {
+        let weak = l
+            .max_weak
+            .ok_or_else(|| missing("maxnet weak unlabelled"))?;
+        let strong = l
+            .max_strong
+            .ok_or_else(|| missing("maxnet strong unlabelled"))?;
+        let (fm, rate) = fixmatch(weak, strong, threshold, alpha)?;
+        terms.fm = Some(value(&fm)?);
+        terms.mask_rate = Some(rate);
+        terms.total = (terms.total + fm)?;
+    }
+    let teacher_l = l.max_lab.detach();
+    let mut dl: Option<Tensor> = None;
+    for s in l.sub_lab {
+        let d = distillation(s, &teacher_l)?;
+        dl = Some(match dl {
+            None => d,
+            Some(a) => (a + d)?,
+        });
+    }
+    if let Some(d) = dl {
+        terms.dist_lab = Some(value(&d)?);
+        terms.total = (terms.total + d)?;
+    }
+    if variant.distil_unlabelled() && !l.sub_lab.is_empty() {
+        let teacher_u = l
+            .max_weak
+            .ok_or_else(|| missing("maxnet weak unlabelled"))?
+            .detach();
+        if l.sub_unlab.len() != l.sub_lab.len() {
+            return Err(missing("subnet unlabelled"));
+        }
+        let mut du: Option<Tensor> = None;
+        for s in l.sub_unlab {
+            let d = distillation(s, &teacher_u)?;
+            du = Some(match du {
+                None => d,
+                Some(a) => (a + d)?,
+            });
+        }
+        if let Some(d) = du {
+            terms.dist_unlab = Some(value(&d)?);
+            terms.total = (terms.total + d)?;
+        }
+    }
+    Ok(terms)
 }
 
 #[cfg(test)]
@@ -172,5 +286,92 @@ mod tests {
         // threshold 1: nothing passes, loss 0
         let (loss, rate) = fixmatch(&weak, &strong, 1.0, 0.1).unwrap();
         assert_eq!((scalar(&loss), rate), (0.0, 0.0));
+    }
+
+    /// Reference values in f64: label-smoothed CE and KL of one row.
+    fn ls_ce_ref(z: &[f32], y: usize, alpha: f64) -> f64 {
+        let lp = log_softmax_ref(z);
+        (1.0 - alpha) * -lp[y] + alpha * -lp.iter().sum::<f64>() / lp.len() as f64
+    }
+
+    fn kl_ref(s: &[f32], t: &[f32]) -> f64 {
+        let (ls, lt) = (log_softmax_ref(s), log_softmax_ref(t));
+        (0..s.len()).map(|c| lt[c].exp() * (lt[c] - ls[c])).sum()
+    }
+
+    #[test]
+    fn each_variant_equals_a_hand_computed_value_on_fixed_logits() {
+        // labelled batch of 2, unlabelled batch of 2, 3 classes, two subnets
+        let max_lab = [[2.0f32, 0.5, -1.0], [0.0, 1.0, 0.5]];
+        let labels = [0usize, 2];
+        // row 0 confident (p ~ 0.997 for class 1), row 1 not
+        let max_weak = [[-2.0f32, 4.0, -2.0], [0.2, 0.1, 0.0]];
+        let max_strong = [[0.5f32, 1.5, 0.0], [1.0, 0.0, 0.0]];
+        let sub_lab = [
+            [[1.0f32, 0.0, 0.0], [0.0, 0.0, 0.0]],
+            [[2.0, 0.5, -1.0], [0.3, 0.2, 0.1]],
+        ];
+        let sub_unlab = [
+            [[0.0f32, 1.0, 0.0], [0.5, 0.5, 0.5]],
+            [[-1.0, 2.0, 0.0], [0.0, 0.1, 0.2]],
+        ];
+        let (thr, alpha) = (0.95, 0.1);
+
+        let lab = (0..2)
+            .map(|i| ls_ce_ref(&max_lab[i], labels[i], alpha))
+            .sum::<f64>()
+            / 2.0;
+        // FixMatch: only row 0 passes, pseudo-label 1, divided by the batch of 2
+        let fm = ls_ce_ref(&max_strong[0], 1, alpha) / 2.0;
+        let dist = |subs: &[[[f32; 3]; 2]; 2], teacher: &[[f32; 3]; 2]| -> f64 {
+            subs.iter()
+                .map(|s| (0..2).map(|i| kl_ref(&s[i], &teacher[i])).sum::<f64>() / 2.0)
+                .sum()
+        };
+        let dl = dist(&sub_lab, &max_lab);
+        let du = dist(&sub_unlab, &max_weak);
+
+        let y = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
+        let (ml, mw, ms) = (t2(&max_lab), t2(&max_weak), t2(&max_strong));
+        let sl: Vec<Tensor> = sub_lab.iter().map(|s| t2(s)).collect();
+        let su: Vec<Tensor> = sub_unlab.iter().map(|s| t2(s)).collect();
+        let logits = TofaLogits {
+            max_lab: &ml,
+            labels: &y,
+            max_weak: Some(&mw),
+            max_strong: Some(&ms),
+            sub_lab: &sl,
+            sub_unlab: &su,
+        };
+        for (v, want) in [
+            (Variant::Lab, lab + dl),
+            (Variant::Fm, lab + dl + fm),
+            (Variant::Dist, lab + dl + du),
+            (Variant::Full, lab + dl + fm + du),
+        ] {
+            let t = tofa_loss(v, &logits, thr, alpha).unwrap();
+            let got = scalar(&t.total);
+            assert!((got - want).abs() < 1e-5, "{v:?}: {got} vs {want}");
+            assert!((t.lab - lab).abs() < 1e-5);
+            assert!((t.dist_lab.unwrap() - dl).abs() < 1e-5);
+            assert_eq!(t.fm.is_some(), v.fixmatch());
+            assert_eq!(t.dist_unlab.is_some(), v.distil_unlabelled());
+            if let Some(r) = t.mask_rate {
+                assert_eq!(r, 0.5);
+            }
+        }
+        // fm without the strong logits is an error naming what is missing
+        let err = tofa_loss(
+            Variant::Fm,
+            &TofaLogits {
+                max_strong: None,
+                ..logits
+            },
+            thr,
+            alpha,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("strong"), "{err}");
     }
 }

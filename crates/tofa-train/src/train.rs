@@ -14,7 +14,7 @@ use tofa_nn::{Mode, Omega, SearchSpace, Sgd, SgdConfig, SubnetConfig, Supernet, 
 use crate::checkpoint::{self, CheckpointState, STATE_VERSION};
 use crate::config::{TrainConfig, Variant};
 use crate::error::{Result, Stage, TrainError, config_err};
-use crate::loss::{distillation, fixmatch, smoothed_ce};
+use crate::loss::{TofaLogits, tofa_loss};
 
 /// Stream tags of [`tofa_data::rng::rng_for`] keys, keeping draws of different kinds apart.
 const STREAM_ITER: u64 = 0x7f_a1;
@@ -93,7 +93,7 @@ pub struct TrainCost {
     /// Image forward passes over all sampled networks and views.
     pub image_forwards: u64,
     /// Multiply-adds spent: for each forward pass, the network's analytic multiply-adds per
-    /// image ([`tofa_nn::cost`]) times its images, times 3 when gradients flow through it
+    /// image ([`tofa_nn::cost()`]) times its images, times 3 when gradients flow through it
     /// (forward + backward ~ 3 forwards) and times 1 for the detached teacher pass on the
     /// weak unlabelled view.
     pub train_macs: u64,
@@ -249,14 +249,17 @@ impl Spend {
     }
 }
 
-/// Algorithm 1, one iteration, for `variant` (see [`train_tofa`]).
-fn tofa_step(c: StepCtx<'_>, variant: Variant, sandwich: bool) -> Result<StepOut> {
+/// Algorithm 1, one iteration, for `variant` (see [`train_tofa`]); with `single`, that
+/// network alone (see [`train_single`]).
+fn step(c: StepCtx<'_>, variant: Variant, single: Option<&SubnetConfig>) -> Result<StepOut> {
     let space = c.net.space();
     let cfg = c.cfg;
-    let max = SubnetConfig::maxnet(space);
+    let max = single
+        .cloned()
+        .unwrap_or_else(|| SubnetConfig::maxnet(space));
     // Draw the random subnets first, so the draws do not depend on what the forwards consume.
     let mut subnets: Vec<SubnetConfig> = Vec::new();
-    if sandwich {
+    if single.is_none() {
         for _ in 0..cfg.random_subnets {
             subnets.push(SubnetConfig::sample(space, &mut *c.rng));
         }
@@ -266,164 +269,95 @@ fn tofa_step(c: StepCtx<'_>, variant: Variant, sandwich: bool) -> Result<StepOut
     let lab_b = &c.batch.labelled;
     let bl = lab_b.indices.len();
 
-    // lines 5-7: maxnet, label-smoothed CE on the weak labelled view
+    // lines 5-7: maxnet on the weak labelled view (updates its BN running statistics)
     c.omega.record(c.iter, &max);
-    let xl = lab_b.images.clone();
-    let teacher_l = c.net.forward_t(
-        &fit(&xl, max.resolution)?,
+    let max_lab = c.net.forward_t(
+        &fit(&lab_b.images, max.resolution)?,
         &max,
         train_mode(c.rng, cfg, true),
     )?;
     spend.add(space, &max, bl, true)?;
-    let lab = smoothed_ce(&teacher_l, &lab_b.labels, cfg.label_smoothing)?;
-    let mut total = lab.clone();
-    let mut record = IterRecord {
-        iter: c.iter,
-        lr: 0.0,
-        total: 0.0,
-        lab: scalar(&lab)?,
-        fm: None,
-        mask_rate: None,
-        dist_lab: None,
-        dist_unlab: None,
-    };
 
-    // lines 8-11: maxnet on the weak unlabelled view (detached), FixMatch on the strong view
+    // lines 8-11: maxnet on the weak unlabelled view (teacher, detached) and the strong view
     let unl = if variant.uses_unlabelled() {
-        let u = c.batch.unlabelled.as_ref().ok_or_else(|| {
+        Some(c.batch.unlabelled.as_ref().ok_or_else(|| {
             config_err(
                 "unlabelled",
                 format!("variant {} needs unlabelled images", variant.name()),
             )
-        })?;
-        let bu = u.indices.len();
-        let xw = fit(&u.weak, max.resolution)?;
-        let teacher_u = c
-            .net
-            .forward_t(&xw, &max, train_mode(c.rng, cfg, false))?
-            .detach();
-        spend.add(space, &max, bu, false)?;
-        if variant.fixmatch() {
-            let xs = fit(&u.strong, max.resolution)?;
-            let strong = c.net.forward_t(&xs, &max, train_mode(c.rng, cfg, false))?;
-            spend.add(space, &max, bu, true)?;
-            let (fm, rate) = fixmatch(
-                &teacher_u,
-                &strong,
-                cfg.fixmatch_threshold,
-                cfg.label_smoothing,
-            )?;
-            record.fm = Some(scalar(&fm)?);
-            record.mask_rate = Some(rate);
-            total = (total + fm)?;
-        }
-        Some((u, teacher_u))
+        })?)
     } else {
         None
     };
-
-    // lines 12-15: sandwich subnets distilled towards the detached maxnet predictions
-    if sandwich {
-        let teacher_l = teacher_l.detach();
-        let mut dl: Option<Tensor> = None;
-        let mut du: Option<Tensor> = None;
-        let acc = |acc: Option<Tensor>, t: Tensor| -> Result<Option<Tensor>> {
-            Ok(Some(match acc {
-                None => t,
-                Some(a) => (a + t)?,
-            }))
-        };
-        for a in &subnets {
-            c.omega.record(c.iter, a);
-            let s = c
-                .net
-                .forward_t(&fit(&xl, a.resolution)?, a, train_mode(c.rng, cfg, false))?;
-            spend.add(space, a, bl, true)?;
-            dl = acc(dl, distillation(&s, &teacher_l)?)?;
-            if variant.distil_unlabelled()
-                && let Some((u, teacher_u)) = &unl
-            {
-                let x = fit(&u.weak, a.resolution)?;
-                let s = c.net.forward_t(&x, a, train_mode(c.rng, cfg, false))?;
-                spend.add(space, a, u.indices.len(), true)?;
-                du = acc(du, distillation(&s, teacher_u)?)?;
-            }
-        }
-        if let Some(d) = dl {
-            record.dist_lab = Some(scalar(&d)?);
-            total = (total + d)?;
-        }
-        if let Some(d) = du {
-            record.dist_unlab = Some(scalar(&d)?);
-            total = (total + d)?;
+    let (mut max_weak, mut max_strong) = (None, None);
+    if let Some(u) = unl {
+        let bu = u.indices.len();
+        let xw = fit(&u.weak, max.resolution)?;
+        max_weak = Some(
+            c.net
+                .forward_t(&xw, &max, train_mode(c.rng, cfg, false))?
+                .detach(),
+        );
+        spend.add(space, &max, bu, false)?;
+        if variant.fixmatch() {
+            let xs = fit(&u.strong, max.resolution)?;
+            max_strong = Some(c.net.forward_t(&xs, &max, train_mode(c.rng, cfg, false))?);
+            spend.add(space, &max, bu, true)?;
         }
     }
-    record.total = scalar(&total)?;
+
+    // lines 12-15: sandwich subnets on the labelled (and unlabelled) weak views
+    let (mut sub_lab, mut sub_unlab) = (Vec::new(), Vec::new());
+    for a in &subnets {
+        c.omega.record(c.iter, a);
+        let x = fit(&lab_b.images, a.resolution)?;
+        sub_lab.push(c.net.forward_t(&x, a, train_mode(c.rng, cfg, false))?);
+        spend.add(space, a, bl, true)?;
+        if variant.distil_unlabelled()
+            && let Some(u) = unl
+        {
+            let x = fit(&u.weak, a.resolution)?;
+            sub_unlab.push(c.net.forward_t(&x, a, train_mode(c.rng, cfg, false))?);
+            spend.add(space, a, u.indices.len(), true)?;
+        }
+    }
+    let terms = tofa_loss(
+        variant,
+        &TofaLogits {
+            max_lab: &max_lab,
+            labels: &lab_b.labels,
+            max_weak: max_weak.as_ref(),
+            max_strong: max_strong.as_ref(),
+            sub_lab: &sub_lab,
+            sub_unlab: &sub_unlab,
+        },
+        cfg.fixmatch_threshold,
+        cfg.label_smoothing,
+    )?;
+    let record = IterRecord {
+        iter: c.iter,
+        lr: 0.0,
+        total: scalar(&terms.total)?,
+        lab: terms.lab,
+        fm: terms.fm,
+        mask_rate: terms.mask_rate,
+        dist_lab: terms.dist_lab,
+        dist_unlab: terms.dist_unlab,
+    };
     Ok(StepOut {
-        total,
+        total: terms.total,
         record,
         image_forwards: spend.forwards,
         macs: spend.macs,
     })
 }
 
-/// One iteration of a single network `a` (see [`train_single`]).
-fn single_step(c: StepCtx<'_>, a: &SubnetConfig, mode: SingleMode) -> Result<StepOut> {
-    let space = c.net.space();
-    let cfg = c.cfg;
-    let mut spend = Spend::default();
-    c.omega.record(c.iter, a);
-    let lab_b = &c.batch.labelled;
-    let x = fit(&lab_b.images, a.resolution)?;
-    let logits = c.net.forward_t(&x, a, train_mode(c.rng, cfg, true))?;
-    spend.add(space, a, lab_b.indices.len(), true)?;
-    let lab = smoothed_ce(&logits, &lab_b.labels, cfg.label_smoothing)?;
-    let mut record = IterRecord {
-        iter: c.iter,
-        lr: 0.0,
-        total: 0.0,
-        lab: scalar(&lab)?,
-        fm: None,
-        mask_rate: None,
-        dist_lab: None,
-        dist_unlab: None,
-    };
-    let mut total = lab;
-    if mode == SingleMode::FixMatch {
-        let u = c.batch.unlabelled.as_ref().ok_or_else(|| {
-            config_err(
-                "unlabelled",
-                "single-network fixmatch needs unlabelled images",
-            )
-        })?;
-        let bu = u.indices.len();
-        let weak = c
-            .net
-            .forward_t(
-                &fit(&u.weak, a.resolution)?,
-                a,
-                train_mode(c.rng, cfg, false),
-            )?
-            .detach();
-        spend.add(space, a, bu, false)?;
-        let strong = c.net.forward_t(
-            &fit(&u.strong, a.resolution)?,
-            a,
-            train_mode(c.rng, cfg, false),
-        )?;
-        spend.add(space, a, bu, true)?;
-        let (fm, rate) = fixmatch(&weak, &strong, cfg.fixmatch_threshold, cfg.label_smoothing)?;
-        record.fm = Some(scalar(&fm)?);
-        record.mask_rate = Some(rate);
-        total = (total + fm)?;
+/// The variant a single network trains with: `lab` or `fm`, without subnets.
+fn single_variant(mode: SingleMode) -> Variant {
+    match mode {
+        SingleMode::Labelled => Variant::Lab,
+        SingleMode::FixMatch => Variant::Fm,
     }
-    record.total = scalar(&total)?;
-    Ok(StepOut {
-        total,
-        record,
-        image_forwards: spend.forwards,
-        macs: spend.macs,
-    })
 }
 
 fn check_finite(stage: Stage, r: &IterRecord) -> Result<()> {
@@ -641,7 +575,7 @@ pub fn train_tofa(
         cfg,
         ckpt_dir,
         progress,
-        &mut |c| tofa_step(c, variant, true),
+        &mut |c| step(c, variant, None),
     )
 }
 
@@ -676,7 +610,7 @@ pub fn train_single(
         cfg,
         ckpt_dir,
         progress,
-        &mut |c| single_step(c, &a, mode),
+        &mut |c| step(c, single_variant(mode), Some(&a)),
     )
 }
 
@@ -717,8 +651,8 @@ pub fn pretrain(
         ckpt_dir,
         progress,
         &mut |c| match mode {
-            PretrainMode::Maxnet => single_step(c, &max, SingleMode::Labelled),
-            PretrainMode::Sandwich => tofa_step(c, Variant::Lab, true),
+            PretrainMode::Maxnet => step(c, Variant::Lab, Some(&max)),
+            PretrainMode::Sandwich => step(c, Variant::Lab, None),
         },
     )
 }
