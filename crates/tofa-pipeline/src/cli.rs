@@ -49,6 +49,9 @@ enum Command {
         /// Results directory (default: the file's results_dir/<profile>).
         #[arg(long)]
         results: Option<PathBuf>,
+        /// Reports directory (default: the file's reports_dir/<profile>).
+        #[arg(long)]
+        reports: Option<PathBuf>,
     },
     /// Show each stage as cached, stale (and why) or missing.
     Status { selectors: Vec<String> },
@@ -74,6 +77,14 @@ enum Command {
     },
     /// Run one stage whose dependencies are cached, as a separate process (executor seam).
     ExecStage { stage: String },
+    /// Measure one exported model in this (fresh) process and print JSON; the
+    /// `device_bench` stage runs it (`MODEL_DIR [--json] [--batch N] [--warmup W]
+    /// [--repeats R] [--seed S]`).
+    #[command(hide = true)]
+    DeviceBench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 struct Ctx {
@@ -113,6 +124,7 @@ pub fn main() -> Result<ExitCode> {
             force,
             dry_run,
             results,
+            reports,
         } => {
             let c = load(&cli)?;
             let runner = Runner::new(&c.plan, &registry, c.cache.clone())?;
@@ -153,7 +165,9 @@ pub fn main() -> Result<ExitCode> {
                     .with_context(|| format!("writing tables to {}", dir.display()))?;
             }
             // Publish what completed stages wrote under `publish/` (reports, figures).
-            let reports = c.pipeline.reports_dir.join(&c.plan.profile);
+            let reports = reports
+                .clone()
+                .unwrap_or_else(|| c.pipeline.reports_dir.join(&c.plan.profile));
             let mut published = 0;
             for e in report.entries.values() {
                 published += publish(&e.out_dir().join("publish"), &reports)
@@ -309,8 +323,13 @@ pub fn main() -> Result<ExitCode> {
             let _ = std::fs::remove_dir_all(c.cache.root.join("tmp"));
             if *all {
                 let _ = std::fs::remove_dir_all(c.cache.root.join("pointers"));
+                let _ = std::fs::remove_dir_all(c.cache.root.join("scratch"));
             }
             eprintln!("removed {removed} cache entries");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeviceBench { args } => {
+            tofa_select::device_bench_main(args.iter().cloned()).context("device-bench")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ExecStage { stage } => {

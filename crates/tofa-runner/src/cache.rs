@@ -387,6 +387,11 @@ impl Cache {
         let _ = std::fs::remove_dir_all(&b.dir);
     }
 
+    /// Scratch directory of a key (see `StageContext::scratch_dir`).
+    pub fn scratch_dir(&self, key: &str) -> PathBuf {
+        self.root.join("scratch").join(key)
+    }
+
     pub fn pointer_path(&self, profile: &str, id: &str) -> PathBuf {
         self.root
             .join("pointers")

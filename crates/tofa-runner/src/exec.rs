@@ -612,9 +612,14 @@ impl<'a> Runner<'a> {
             return Ok((*e, false, 0.0));
         }
         let progress = display.stage(&s.id);
+        let scratch_dir = self.cache.scratch_dir(key);
+        if forced {
+            let _ = std::fs::remove_dir_all(&scratch_dir);
+        }
         let mut ctx = StageContext {
             id: s.id.clone(),
             out_dir: building.out_dir.clone(),
+            scratch_dir: scratch_dir.clone(),
             deps,
             progress: progress.clone(),
             threads: pool.current_num_threads(),
@@ -662,6 +667,8 @@ impl<'a> Runner<'a> {
             .cache
             .commit(building, manifest, &rows)
             .map_err(|e| chain(&e))?;
+        // The entry is in place: resume state is no longer needed.
+        let _ = std::fs::remove_dir_all(&scratch_dir);
         Ok((entry, true, wall_s))
     }
 }

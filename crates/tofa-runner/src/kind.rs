@@ -34,6 +34,11 @@ pub struct StageContext {
     pub id: String,
     /// Write outputs here; they are published atomically when `run` returns `Ok`.
     pub out_dir: PathBuf,
+    /// Persistent scratch space of this stage's cache key (`<cache>/scratch/<key>`), not
+    /// created in advance. It survives a failed or killed run, so a long stage can keep
+    /// checkpoints here and resume; it is removed once the entry is committed, and by
+    /// `--force`.
+    pub scratch_dir: PathBuf,
     /// Dependencies by stage id.
     pub deps: BTreeMap<String, DepOutput>,
     pub progress: Progress,

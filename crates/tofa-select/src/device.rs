@@ -37,7 +37,7 @@ use crate::error::{Result, SelectError};
 
 /// Options of a benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BenchOpts {
     /// The larger batch ("batch N"); batch 1 is always measured.
     pub batch: usize,

@@ -27,7 +27,7 @@ use crate::random::{budget_rng, sample_feasible};
 
 /// Options of the evolution (OFA's defaults except `generations`, 500 in OFA).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct EvoOpts {
     pub population: usize,
     pub parents_ratio: f64,

@@ -62,7 +62,7 @@ pub fn collect_samples(
 
 /// Options of [`train_predictor`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PredictorOpts {
     pub encoding: Encoding,
     /// Hidden layer widths (OFA: three of 400; CPU default: two of 64).

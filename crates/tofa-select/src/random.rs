@@ -19,7 +19,7 @@ use crate::metric::{Budget, Metric, MetricProvider};
 
 /// Options of [`random_search`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RandomOpts {
     /// Subnets evaluated per budget (paper: about 10).
     pub k: usize,

@@ -1,0 +1,119 @@
+//! `device_bench`: latency and peak memory of a palette's exported models (Figures 5-7).
+//!
+//! Each model is measured in a fresh process (`tofa-pipeline device-bench <dir> --json ...`,
+//! the binary running this stage), so one model's allocations do not colour another's
+//! peak-memory reading. The stage runs the benchmarks one after another whatever its
+//! thread budget; the child uses `threads` rayon threads.
+
+use serde::{Deserialize, Serialize};
+use tofa_runner::BoxError;
+use tofa_runner::kind::{StageContext, StageKind};
+use tofa_select::{BenchOpts, BenchResult, bench_in_fresh_process, bench_in_process};
+
+use crate::select::PaletteEntry;
+use crate::{StageError, map, one_dep};
+
+/// `device_bench` stage kind.
+#[derive(Debug)]
+pub struct DeviceBench;
+
+/// Params of [`DeviceBench`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBenchParams {
+    /// Batch, warm-up runs, repeats (batch 1 is always measured too).
+    #[serde(default)]
+    pub opts: BenchOpts,
+    /// Measure in a fresh process (true) or in this one (for tests of the glue).
+    #[serde(default = "yes")]
+    pub fresh_process: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The executable that answers `device-bench`: `$TOFA_PIPELINE_EXE`, else this process.
+fn bench_exe() -> Result<std::path::PathBuf, StageError> {
+    if let Some(p) = std::env::var_os("TOFA_PIPELINE_EXE") {
+        return Ok(p.into());
+    }
+    std::env::current_exe().map_err(|e| StageError::Io {
+        path: "/proc/self/exe".into(),
+        source: e,
+    })
+}
+
+impl StageKind for DeviceBench {
+    type Params = DeviceBenchParams;
+    const NAME: &'static str = "device_bench";
+    const VERSION: &'static str = "1";
+
+    fn run(&self, p: &DeviceBenchParams, ctx: &mut StageContext) -> Result<(), BoxError> {
+        let dep = one_dep(ctx, "palette")?;
+        let entries: Vec<PaletteEntry> = crate::read_json(&dep.dir.join("palette.json"))?;
+
+        let dep_dir = dep.dir.clone();
+        let dataset = dep
+            .rows
+            .iter()
+            .find_map(|r| r.keys.get("dataset").and_then(|v| v.as_str()))
+            .unwrap_or("?")
+            .to_string();
+        let exe = bench_exe()?;
+        let mut seen = std::collections::BTreeSet::new();
+        ctx.progress.set_total(entries.len() as u64, "models");
+        let mut results: Vec<BenchResult> = Vec::new();
+        for e in &entries {
+            ctx.progress.inc(1);
+            if !seen.insert(e.id.clone()) {
+                continue;
+            }
+            ctx.progress.message(&e.id);
+            let dir = dep_dir.join(&e.dir);
+            let r = if p.fresh_process {
+                bench_in_fresh_process(&exe, &["device-bench".to_string()], &dir, &p.opts)?
+            } else {
+                bench_in_process(&dir, &p.opts)?
+            };
+            let model = if e.role == "budget" {
+                e.id.clone()
+            } else {
+                e.role.clone()
+            };
+            for l in &r.latency {
+                ctx.emit(
+                    "latency",
+                    map![
+                        ("dataset", dataset.clone()),
+                        ("model", model.clone()),
+                        ("batch", l.batch)
+                    ],
+                    map![
+                        ("mflops", e.mflops),
+                        ("test_acc", e.test_acc),
+                        ("median_ms", l.median_ms),
+                        ("p90_ms", l.p90_ms),
+                        ("per_image_ms", l.per_image_ms),
+                        ("peak_rss_mb", r.memory.peak_rss_bytes as f64 / 1048576.0),
+                        (
+                            "peak_over_baseline_mb",
+                            r.memory.peak_minus_baseline_bytes as f64 / 1048576.0
+                        ),
+                        ("param_mb", r.memory.param_bytes as f64 / 1048576.0),
+                        (
+                            "activation_peak_mb",
+                            r.memory.activation_peak_bytes as f64 / 1048576.0
+                        )
+                    ],
+                );
+            }
+            results.push(r);
+        }
+        crate::write_json(&ctx.out("bench.json"), &results)?;
+        if let Some(m) = results.first().map(|r| &r.machine) {
+            crate::write_json(&ctx.out("machine.json"), m)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! Data sets as stage params: where a data set comes from and how it is shaped.
+//!
+//! A [`DataSpec`] is plain data in `pipeline.toml`; every stage that needs images loads them
+//! from it (loading is deterministic and cheap next to training), and the `split` stage pins
+//! the loaded data by digest so a changed file on disk is caught rather than silently used.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tofa_data::synthetic::{SyntheticConfig, TaskSpec, generate_task};
+use tofa_data::{BatchConfig, LoadOptions, SplitManifest, SplitSpec, TrainTest};
+use tofa_runner::BoxError;
+use tofa_runner::kind::{DepOutput, StageContext, StageKind};
+
+use crate::StageError;
+
+/// Where a data set's images come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The embedded procedural generator (`tofa_data::synthetic`).
+    Synthetic,
+    /// MNIST-layout IDX files (`{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`) in `dir`.
+    Idx,
+    /// CIFAR-10 or CIFAR-100 binary batches in `dir` (`classes` = 10 or 100).
+    Cifar,
+    /// An ImageFolder tree with `train/` and `test/` sub-trees in `dir`.
+    Folder,
+    /// A Hugging Face Hub dataset of parquet shards (`repo`, `train` and `test` splits).
+    Hub,
+}
+
+/// A data set as stage params. Flat (one struct, optional fields) so that profiles can
+/// override single fields by deep merge; [`DataSpec::load`] checks that the fields the
+/// source needs are there and names the missing one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Name in tables and figures (for `synthetic`: the generator's task, `source` or a
+    /// target such as `synth-cifar10`).
+    pub name: String,
+    pub source: Source,
+    /// Square side every image is resized to (RGB always).
+    pub resolution: usize,
+    /// Directory of `idx`, `cifar` and `folder` data; relative paths are taken from
+    /// `$TOFA_DATA_DIR` when it is set.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// `cifar`: 10 or 100.
+    #[serde(default)]
+    pub classes: Option<usize>,
+    /// `hub`: `owner/name`, revision, columns, offline (cache only).
+    #[serde(default)]
+    pub repo: Option<String>,
+    #[serde(default = "main_rev")]
+    pub revision: String,
+    #[serde(default)]
+    pub image_column: Option<String>,
+    #[serde(default)]
+    pub label_column: Option<String>,
+    #[serde(default)]
+    pub offline: bool,
+    /// `synthetic`: the generator's world seed and a multiplier of images per class.
+    #[serde(default)]
+    pub world_seed: u64,
+    #[serde(default = "one")]
+    pub scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn main_rev() -> String {
+    "main".into()
+}
+
+impl DataSpec {
+    fn need<'a, T>(&self, field: &str, v: &'a Option<T>) -> Result<&'a T, StageError> {
+        v.as_ref().ok_or_else(|| {
+            StageError::Param(format!(
+                "data `{}`: source {:?} needs `{field}`",
+                self.name, self.source
+            ))
+        })
+    }
+
+    /// Loads train and test, RGB, resized to `resolution`.
+    pub fn load(&self) -> Result<TrainTest, StageError> {
+        let r = self.resolution;
+        let opts = LoadOptions {
+            size: Some((r, r)),
+            rgb: true,
+        };
+        let tt = match self.source {
+            Source::Synthetic => {
+                let spec = synthetic_task(&self.name, self.scale)?;
+                generate_task(self.world_seed, &spec, (r, r))?
+            }
+            Source::Idx => {
+                let dir = resolve(self.need("dir", &self.dir)?);
+                if self.name.to_ascii_lowercase().contains("fashion") {
+                    // Same files, plus Fashion-MNIST's class names.
+                    tofa_data::idx::load_fashion_mnist(&dir)?.conform(&opts)?
+                } else {
+                    tofa_data::idx::load_idx_dir(&dir, &self.name, None)?
+                }
+            }
+            Source::Cifar => {
+                let dir = resolve(self.need("dir", &self.dir)?);
+                match self.need("classes", &self.classes)? {
+                    10 => tofa_data::cifar::load_cifar10_dir(&dir)?,
+                    100 => tofa_data::cifar::load_cifar100_dir(&dir, false)?,
+                    n => {
+                        return Err(StageError::Param(format!(
+                            "data `{}`: classes is {n}; cifar has 10 or 100",
+                            self.name
+                        )));
+                    }
+                }
+            }
+            Source::Folder => {
+                let dir = resolve(self.need("dir", &self.dir)?);
+                tofa_data::folder::load_image_folder_pair(&dir, &self.name, &opts)?
+            }
+            Source::Hub => {
+                let repo = self.need("repo", &self.repo)?;
+                let src = |split: &str| {
+                    let mut s = tofa_data::hub::HubSource::new(repo.clone(), split);
+                    s.revision = self.revision.clone();
+                    s.image_column = self.image_column.clone();
+                    s.label_column = self.label_column.clone();
+                    s.offline = self.offline;
+                    s.token = std::env::var("HF_TOKEN").ok();
+                    s
+                };
+                TrainTest {
+                    train: src("train").load(&opts)?,
+                    test: src("test").load(&opts)?,
+                }
+            }
+        };
+        Ok(tt.conform(&opts)?)
+    }
+}
+
+/// Relative data paths are taken from `$TOFA_DATA_DIR` when set (so a profile can name
+/// `fashion-mnist` and the machine decide where it lives), else as given.
+fn resolve(p: &Path) -> PathBuf {
+    match std::env::var_os("TOFA_DATA_DIR") {
+        Some(root) if p.is_relative() => Path::new(&root).join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// The generator's task named `task`, with images per class scaled by `scale`.
+pub fn synthetic_task(task: &str, scale: f64) -> Result<TaskSpec, StageError> {
+    let cfg = SyntheticConfig::default();
+    let mut spec = if task == "source" || task == cfg.source.name {
+        cfg.source.clone()
+    } else {
+        cfg.targets
+            .iter()
+            .find(|t| t.name == task)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
+                StageError::Param(format!(
+                    "unknown synthetic task `{task}` (known: source, {})",
+                    names.join(", ")
+                ))
+            })?
+    };
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(StageError::Param(format!(
+            "synthetic.scale is {scale}; it must be positive"
+        )));
+    }
+    let scaled = |n: usize| ((n as f64 * scale).round() as usize).max(2);
+    spec.train_per_class = scaled(spec.train_per_class);
+    spec.test_per_class = scaled(spec.test_per_class);
+    Ok(spec)
+}
+
+/// `split`: loads a data set and cuts it (Table 2 / Section 4.6).
+#[derive(Debug)]
+pub struct Split;
+
+/// Params of [`Split`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitParams {
+    pub data: DataSpec,
+    /// Labelled images per class; `None` takes the paper's count for the data set's name
+    /// (Table 2), else 10.
+    #[serde(default)]
+    pub labelled_per_class: Option<usize>,
+    /// Fraction of each class held out for validation (the paper's selection ablation: 0.3).
+    #[serde(default)]
+    pub validation_fraction: f64,
+}
+
+/// A data set loaded as a `split` stage pinned it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub spec: DataSpec,
+    pub data: TrainTest,
+    pub split: SplitManifest,
+}
+
+impl Prepared {
+    /// Reloads the data of a `split` dependency and checks it against the pinned digest.
+    pub fn from_dep(dep: &DepOutput) -> Result<Self, StageError> {
+        let spec: DataSpec = crate::read_json(&dep.dir.join("data.json"))?;
+        let data = spec.load()?;
+        let path = dep.dir.join("split.json");
+        let split = SplitManifest::load(&path)?;
+        split.check_against(&data.train, &path)?;
+        Ok(Self { spec, data, split })
+    }
+
+    /// The images every augmentation pipeline produces for this data set.
+    pub fn batch_config(&self) -> BatchConfig {
+        BatchConfig::new((self.spec.resolution, self.spec.resolution))
+    }
+}
+
+impl StageKind for Split {
+    type Params = SplitParams;
+    const NAME: &'static str = "split";
+    const VERSION: &'static str = "1";
+
+    fn run(&self, p: &SplitParams, ctx: &mut StageContext) -> Result<(), BoxError> {
+        ctx.progress.message(&format!("loading {}", p.data.name));
+        let tt = p.data.load()?;
+        let labelled = p
+            .labelled_per_class
+            .or_else(|| tofa_data::split::paper_labelled_per_class(&p.data.name))
+            .unwrap_or(10);
+        let spec = SplitSpec {
+            labelled_per_class: labelled,
+            validation_fraction: p.validation_fraction,
+            seed: ctx.seed,
+        };
+        let manifest = SplitManifest::new(&tt.train, &spec)?;
+        manifest.save(&ctx.out("split.json"))?;
+        crate::write_json(&ctx.out("data.json"), &p.data)?;
+        let s = &manifest.split;
+        ctx.emit(
+            "datasets",
+            crate::map![("dataset", p.data.name.clone())],
+            crate::map![
+                ("classes", tt.train.num_classes()),
+                ("train", tt.train.len()),
+                ("labelled", s.labelled.len()),
+                ("unlabelled", s.unlabelled.len()),
+                ("validation", s.validation.len()),
+                ("test", tt.test.len()),
+                ("resolution", p.data.resolution),
+            ],
+        );
+        Ok(())
+    }
+}

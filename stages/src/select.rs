@@ -1,0 +1,358 @@
+//! Selection stages: `palette` (Algorithm 2 over budgets) and `selection` (the fixed rule
+//! against random and evolutionary search, Figures 8-11).
+//!
+//! Budgets are in MFLOPs (multiply-adds, the paper's "FLOPs"). When a stage names none,
+//! `n_budgets` budgets are spread evenly between the smallest and largest MFLOPs in Omega,
+//! so every budget is feasible.
+
+use std::path::Path;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use tofa_nn::{Omega, SubnetConfig};
+use tofa_runner::BoxError;
+use tofa_runner::kind::{StageContext, StageKind};
+use tofa_select::{
+    Evaluation, EvoOpts, FnEvaluator, Metric, Metrics, PredictorOpts, RandomOpts, Rule,
+    evolutionary_search, metric_range, palette, random_search,
+};
+
+use crate::data::Prepared;
+use crate::train::{EvalParams, Model, Tester};
+use crate::{StageError, map, one_dep};
+
+/// Budgets of a selection stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// Explicit budgets in MFLOPs; when empty, `n` budgets spread over Omega's range.
+    #[serde(default)]
+    pub mflops: Vec<f64>,
+    #[serde(default = "five")]
+    pub n: usize,
+}
+
+fn five() -> usize {
+    5
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self {
+            mflops: Vec::new(),
+            n: five(),
+        }
+    }
+}
+
+impl Budgets {
+    /// The limits in multiply-adds.
+    fn limits(&self, omega: &Omega, metrics: &Metrics) -> Result<Vec<f64>, StageError> {
+        if !self.mflops.is_empty() {
+            return Ok(self.mflops.iter().map(|m| m * 1e6).collect());
+        }
+        if self.n == 0 {
+            return Err(StageError::Param(
+                "budgets.n is 0 and budgets.mflops is empty".into(),
+            ));
+        }
+        let (lo, hi) = metric_range(omega, metrics, Metric::Macs)?;
+        Ok(if self.n == 1 {
+            vec![hi]
+        } else {
+            (0..self.n)
+                .map(|i| lo + (hi - lo) * i as f64 / (self.n - 1) as f64)
+                .collect()
+        })
+    }
+}
+
+/// What a `tofa_train` dependency left: model, Omega, variant.
+struct Trained {
+    model: Model,
+    omega: Omega,
+    variant: String,
+}
+
+fn trained(ctx: &StageContext) -> Result<Trained, StageError> {
+    let dep = one_dep(ctx, "tofa_train")?;
+    let variant = dep
+        .rows
+        .iter()
+        .find_map(|r| r.keys.get("variant").and_then(|v| v.as_str()))
+        .unwrap_or("?")
+        .to_string();
+    Ok(Trained {
+        model: Model::from_dir(&dep.dir)?,
+        omega: Omega::load(&dep.dir.join("omega.json"))?,
+        variant,
+    })
+}
+
+fn resized(calib: &[Tensor], r: usize) -> Result<Vec<Tensor>, StageError> {
+    calib
+        .iter()
+        .map(|x| {
+            let (_, _, h, w) = x.dims4().map_err(tofa_nn::NnError::from)?;
+            Ok(if (h, w) == (r, r) {
+                x.clone()
+            } else {
+                x.upsample_bilinear2d(r, r, false)
+                    .map_err(tofa_nn::NnError::from)?
+            })
+        })
+        .collect()
+}
+
+/// Exports `cfg` (with BN statistics recalibrated as the tester does) to `dir`.
+pub fn export(tester: &Tester<'_>, cfg: &SubnetConfig, dir: &Path) -> Result<(), StageError> {
+    let calib = resized(&tester.calib, cfg.resolution)?;
+    let stats = tester.model.net.recalibrate_bn(cfg, &calib)?;
+    tofa_nn::export_subnet(&tester.model.net, cfg, Some(&stats), dir)?;
+    Ok(())
+}
+
+/// `palette`: the fixed rule's subnet per budget, tested and exported to `models/<id>/`
+/// (maxnet and minnet too, for Figure 7).
+#[derive(Debug)]
+pub struct Palette;
+
+/// Params of [`Palette`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaletteParams {
+    #[serde(default)]
+    pub budgets: Budgets,
+    /// `last_sampled` (Algorithm 2) or `cumulative` (Section 3.4's index).
+    #[serde(default = "last_sampled")]
+    pub rule: Rule,
+    #[serde(default)]
+    pub eval: EvalParams,
+}
+
+fn last_sampled() -> Rule {
+    Rule::LastSampled
+}
+
+/// One subnet of a palette, as `palette.json` lists it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PaletteEntry {
+    /// `maxnet`, `minnet` or `budget`.
+    pub role: String,
+    pub budget_mflops: Option<f64>,
+    pub id: String,
+    pub mflops: f64,
+    pub test_acc: f64,
+    /// Directory under the stage's output, holding the exported model.
+    pub dir: String,
+}
+
+impl StageKind for Palette {
+    type Params = PaletteParams;
+    const NAME: &'static str = "palette";
+    const VERSION: &'static str = "1";
+
+    fn run(&self, p: &PaletteParams, ctx: &mut StageContext) -> Result<(), BoxError> {
+        let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
+        let t = trained(ctx)?;
+        let metrics = Metrics::new(&t.model.space);
+        let limits = p.budgets.limits(&t.omega, &metrics)?;
+        let picks = palette(&t.omega, &metrics, Metric::Macs, &limits, p.rule)?;
+        let tester = Tester::new(&t.model, &data, &p.eval, ctx.seed)?;
+        let mut entries = Vec::new();
+        ctx.progress.set_total(picks.len() as u64 + 2, "subnets");
+        let mut add =
+            |role: &str, budget: Option<f64>, cfg: &SubnetConfig| -> Result<_, BoxError> {
+                let acc = tester.test(cfg)?.accuracy * 100.0;
+                let mflops = tofa_nn::cost(&t.model.space, cfg)?.macs as f64 / 1e6;
+                let dir = format!("models/{}", cfg.id());
+                if !ctx.out(&dir).exists() {
+                    export(&tester, cfg, &ctx.out(&dir))?;
+                }
+                ctx.progress.inc(1);
+                entries.push(PaletteEntry {
+                    role: role.into(),
+                    budget_mflops: budget,
+                    id: cfg.id(),
+                    mflops,
+                    test_acc: acc,
+                    dir,
+                });
+                Ok(())
+            };
+        add("maxnet", None, &SubnetConfig::maxnet(&t.model.space))?;
+        add("minnet", None, &SubnetConfig::minnet(&t.model.space))?;
+        for s in &picks {
+            add("budget", Some(s.budget.limit / 1e6), &s.config)?;
+        }
+        crate::write_json(&ctx.out("palette.json"), &entries)?;
+        for (e, s) in entries.iter().skip(2).zip(&picks) {
+            ctx.emit(
+                "palette",
+                map![
+                    ("dataset", data.spec.name.clone()),
+                    ("variant", t.variant.clone()),
+                    ("budget_mflops", round2(s.budget.limit / 1e6))
+                ],
+                map![
+                    ("subnet", e.id.clone()),
+                    ("mflops", e.mflops),
+                    ("test_acc", e.test_acc),
+                    ("last_iter", s.last_iter),
+                    ("feasible", s.feasible),
+                    ("omega", s.omega_len)
+                ],
+            );
+        }
+        Ok(())
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// `selection`: per budget, the fixed rule against random search and evolutionary search
+/// with an accuracy predictor, all on the validation split; the picks tested on the test set.
+#[derive(Debug)]
+pub struct Selection;
+
+/// Params of [`Selection`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionParams {
+    #[serde(default)]
+    pub budgets: Budgets,
+    /// Random search (paper: about 10 subnets per budget).
+    #[serde(default)]
+    pub random: RandomOpts,
+    /// Subnets evaluated to train the accuracy predictor (paper: about 1,000).
+    #[serde(default = "thousand")]
+    pub predictor_samples: usize,
+    #[serde(default)]
+    pub predictor: PredictorOpts,
+    #[serde(default)]
+    pub evolution: EvoOpts,
+    #[serde(default)]
+    pub eval: EvalParams,
+}
+
+fn thousand() -> usize {
+    1000
+}
+
+impl StageKind for Selection {
+    type Params = SelectionParams;
+    const NAME: &'static str = "selection";
+    const VERSION: &'static str = "1";
+
+    fn run(&self, p: &SelectionParams, ctx: &mut StageContext) -> Result<(), BoxError> {
+        let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
+        let t = trained(ctx)?;
+        let metrics = Metrics::new(&t.model.space);
+        let limits = p.budgets.limits(&t.omega, &metrics)?;
+        let tester = Tester::new(&t.model, &data, &p.eval, ctx.seed)?;
+        let total = (p.predictor_samples + limits.len() * (p.random.k + 4)) as u64;
+        ctx.progress.set_total(total, "evals");
+        let progress = ctx.progress.clone();
+        let mut evaluator = FnEvaluator(|cfg: &SubnetConfig| {
+            let r = tester.validate(cfg)?;
+            progress.inc(1);
+            Ok(Evaluation {
+                accuracy: r.accuracy,
+                images: r.images,
+            })
+        });
+        let mut rows = Vec::new();
+        // The fixed rule: Omega and metric look-ups only. Its validation accuracy is measured
+        // for the table, outside its cost.
+        let t0 = std::time::Instant::now();
+        let fixed = palette(&t.omega, &metrics, Metric::Macs, &limits, Rule::LastSampled)?;
+        let fixed_s = t0.elapsed().as_secs_f64();
+        for s in &fixed {
+            rows.push((
+                "fixed",
+                s.budget.limit,
+                s.config.clone(),
+                s.cost.clone(),
+                0.0,
+            ));
+        }
+        let mut ropts = p.random;
+        ropts.seed ^= ctx.seed;
+        for f in random_search(
+            &t.model.space,
+            &metrics,
+            Metric::Macs,
+            &limits,
+            &ropts,
+            &mut evaluator,
+        )? {
+            rows.push(("random", f.budget.limit, f.config, f.cost, 0.0));
+        }
+        let mut popts = p.predictor.clone();
+        popts.seed ^= ctx.seed;
+        let mut eopts = p.evolution;
+        eopts.seed ^= ctx.seed;
+        let evo = evolutionary_search(
+            &t.model.space,
+            &metrics,
+            Metric::Macs,
+            &limits,
+            p.predictor_samples,
+            &popts,
+            &eopts,
+            &mut evaluator,
+        )?;
+        // The predictor's data set is paid once and shared by every budget: spread evenly.
+        let share = 1.0 / limits.len().max(1) as f64;
+        for f in evo.found {
+            rows.push(("evolution", f.budget.limit, f.config, f.cost, share));
+        }
+        let shared = evo.shared_cost;
+        let pr = &evo.predictor;
+        ctx.emit(
+            "predictor",
+            map![("dataset", data.spec.name.clone())],
+            map![
+                ("samples", p.predictor_samples),
+                ("test_n", pr.test_n),
+                ("kendall_tau", pr.kendall_tau),
+                ("rmse", pr.rmse),
+                ("rmse_mean_baseline", pr.rmse_mean_baseline),
+                ("train_s", pr.train_s)
+            ],
+        );
+        for (method, limit, cfg, cost, share) in rows {
+            let val = tester.validate(&cfg)?.accuracy * 100.0;
+            let test = tester.test(&cfg)?.accuracy * 100.0;
+            progress.inc(1);
+            let mflops = tofa_nn::cost(&t.model.space, &cfg)?.macs as f64 / 1e6;
+            let evaluations = cost.evaluations as f64 + share * shared.evaluations as f64;
+            let images = cost.images as f64 + share * shared.images as f64;
+            let wall = if method == "fixed" {
+                fixed_s / limits.len().max(1) as f64
+            } else {
+                cost.wall_s + share * shared.wall_s
+            };
+            ctx.emit(
+                "selection",
+                map![
+                    ("dataset", data.spec.name.clone()),
+                    ("budget_mflops", round2(limit / 1e6)),
+                    ("method", method)
+                ],
+                map![
+                    ("subnet", cfg.id()),
+                    ("mflops", mflops),
+                    ("val_acc", val),
+                    ("test_acc", test),
+                    ("evaluations", evaluations),
+                    ("images", images),
+                    ("search_s", wall)
+                ],
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,563 @@
+//! Training stages: `pretrain`, `tofa_train`, `baseline_train`.
+//!
+//! Model files a training stage leaves in its output directory (read by later stages through
+//! [`Model::from_dir`]): `space.toml` (the search space with the task's class count) and
+//! `supernet.safetensors`; plus `curve.csv` (losses per iteration) and `cost.json`.
+//! Checkpoints go to the stage's scratch directory, so a killed run resumes where it stopped.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tofa_nn::{Naming, SearchSpace, SubnetConfig, Supernet};
+use tofa_runner::BoxError;
+use tofa_runner::kind::{StageContext, StageKind};
+use tofa_train::train::{PretrainMode, SingleMode, TrainData, TrainOutcome, TrainProgress};
+use tofa_train::{EvalResult, TrainConfig, Variant, calibration_batches};
+
+use crate::data::{DataSpec, Prepared};
+use crate::{StageError, map, one_dep};
+
+/// A supernet and its space, as a training stage wrote them.
+pub struct Model {
+    pub space: SearchSpace,
+    pub net: Supernet,
+}
+
+impl Model {
+    /// Reads `space.toml` and `supernet.safetensors` from `dir`.
+    pub fn from_dir(dir: &Path) -> Result<Self, StageError> {
+        let path = dir.join("space.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| StageError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let space = SearchSpace::from_toml(&text)?;
+        let mut net = Supernet::new(&space, 0)?;
+        net.load(&dir.join("supernet.safetensors"))?;
+        Ok(Self { space, net })
+    }
+
+    /// Writes what [`Model::from_dir`] reads.
+    pub fn save(&self, dir: &Path) -> Result<(), StageError> {
+        crate::write(&dir.join("space.toml"), self.space.to_toml()?)?;
+        self.net.save(&dir.join("supernet.safetensors"))?;
+        Ok(())
+    }
+
+    /// The model of a new task: same weights, a fresh (seeded) classifier for `classes`
+    /// classes, even when the count is the source's: the source's classes are not the task's.
+    pub fn for_task(mut self, classes: usize, seed: u64) -> Result<Self, StageError> {
+        self.net.reset_classifier(classes, seed)?;
+        self.space = self.space.with_num_classes(classes)?;
+        Ok(self)
+    }
+}
+
+/// A fixed architecture named in params.
+///
+/// `maxnet`, `minnet`, `uniform:Q` (every elastic dimension at the choice `round(Q * (n-1))`
+/// of its `n` choices, `0 <= Q <= 1`: a family of uniformly scaled models, our stand-in for a
+/// model zoo) or a canonical subnet id.
+pub fn parse_arch(space: &SearchSpace, arch: &str) -> Result<SubnetConfig, StageError> {
+    let cfg = match arch {
+        "maxnet" => SubnetConfig::maxnet(space),
+        "minnet" => SubnetConfig::minnet(space),
+        a if a.starts_with("uniform:") => {
+            let q: f64 = a["uniform:".len()..].parse().map_err(|_| {
+                StageError::Param(format!("arch `{a}`: expected uniform:<number in [0, 1]>"))
+            })?;
+            if !(0.0..=1.0).contains(&q) {
+                return Err(StageError::Param(format!(
+                    "arch `{a}`: {q} is not in [0, 1]"
+                )));
+            }
+            uniform(space, q)
+        }
+        id => SubnetConfig::from_id(id)?,
+    };
+    cfg.validate(space)?;
+    Ok(cfg)
+}
+
+fn uniform(space: &SearchSpace, q: f64) -> SubnetConfig {
+    let at = |v: &[usize]| v[((v.len() - 1) as f64 * q).round() as usize];
+    let mut cfg = SubnetConfig::maxnet(space);
+    cfg.resolution = at(&space.resolutions);
+    cfg.stem_width = at(&space.stem.widths);
+    cfg.head_width = at(&space.head.widths);
+    for (c, s) in cfg.stages.iter_mut().zip(&space.stages) {
+        c.width = at(&s.widths);
+        c.depth = at(&s.depths);
+        c.kernel = at(&s.kernels);
+        c.expand = at(&s.expands);
+    }
+    cfg
+}
+
+/// How evaluation after training is done.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalParams {
+    /// Batches of training images (weak views) to recalibrate BN on per subnet.
+    #[serde(default = "calib_batches")]
+    pub calib_batches: usize,
+    #[serde(default = "batch")]
+    pub calib_batch: usize,
+    #[serde(default = "eval_batch")]
+    pub batch: usize,
+}
+
+fn calib_batches() -> usize {
+    16
+}
+fn batch() -> usize {
+    32
+}
+fn eval_batch() -> usize {
+    100
+}
+
+impl Default for EvalParams {
+    fn default() -> Self {
+        Self {
+            calib_batches: calib_batches(),
+            calib_batch: batch(),
+            batch: eval_batch(),
+        }
+    }
+}
+
+/// Tests subnets of one trained supernet on a data set, BN recalibrated per subnet on
+/// training images (labelled and unlabelled: no labels are read).
+pub struct Tester<'a> {
+    pub model: &'a Model,
+    pub data: &'a Prepared,
+    pub calib: Vec<candle_core::Tensor>,
+    pub params: EvalParams,
+}
+
+impl<'a> Tester<'a> {
+    pub fn new(
+        model: &'a Model,
+        data: &'a Prepared,
+        params: &EvalParams,
+        seed: u64,
+    ) -> Result<Self, StageError> {
+        let s = &data.split.split;
+        let pool: Vec<u32> = s.labelled.iter().chain(&s.unlabelled).copied().collect();
+        let calib = calibration_batches(
+            &data.data.train,
+            &pool,
+            params.calib_batches,
+            params.calib_batch,
+            data.batch_config(),
+            seed,
+        )?;
+        Ok(Self {
+            model,
+            data,
+            calib,
+            params: params.clone(),
+        })
+    }
+
+    /// Accuracy of `cfg` on the test set.
+    pub fn test(&self, cfg: &SubnetConfig) -> Result<EvalResult, StageError> {
+        let idx = tofa_data::batch::all_indices(&self.data.data.test);
+        self.on(cfg, &self.data.data.test, &idx)
+    }
+
+    /// Accuracy of `cfg` on the validation split (carved from training).
+    pub fn validate(&self, cfg: &SubnetConfig) -> Result<EvalResult, StageError> {
+        let v = &self.data.split.split.validation;
+        if v.is_empty() {
+            return Err(StageError::Param(format!(
+                "data set `{}` has no validation split (set validation_fraction on its split stage)",
+                self.data.spec.name
+            )));
+        }
+        self.on(cfg, &self.data.data.train, v)
+    }
+
+    fn on(
+        &self,
+        cfg: &SubnetConfig,
+        ds: &tofa_data::Dataset,
+        idx: &[u32],
+    ) -> Result<EvalResult, StageError> {
+        Ok(tofa_train::evaluate(
+            &self.model.net,
+            cfg,
+            &self.calib,
+            ds,
+            idx,
+            self.data.batch_config(),
+            self.params.batch,
+        )?)
+    }
+}
+
+fn progress_fn(ctx: &StageContext) -> impl FnMut(TrainProgress) + '_ {
+    let mut set = false;
+    move |p: TrainProgress| {
+        if !set {
+            ctx.progress.set_total(p.iterations, "it");
+            set = true;
+        }
+        ctx.progress.inc(1);
+        if p.iter % 10 == 0 || p.iter == p.iterations {
+            ctx.progress.message(&format!(
+                "loss {:.3} lr {:.2e}",
+                p.record.total, p.record.lr
+            ));
+        }
+    }
+}
+
+fn write_outcome(ctx: &StageContext, o: &TrainOutcome) -> Result<(), StageError> {
+    crate::write(&ctx.out("curve.csv"), o.curve_csv())?;
+    crate::write_json(&ctx.out("cost.json"), &o.cost)?;
+    Ok(())
+}
+
+fn mflops(space: &SearchSpace, cfg: &SubnetConfig) -> Result<f64, StageError> {
+    Ok(tofa_nn::cost(space, cfg)?.macs as f64 / 1e6)
+}
+
+/// Where the starting weights of `pretrain` come from.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Init {
+    /// Our seeded initialisation.
+    #[default]
+    Scratch,
+    /// A `.pth` (zip or legacy) or `.safetensors` file.
+    File { path: PathBuf, naming: NamingParam },
+    /// A file of a Hugging Face Hub model repo (e.g. `timm/efficientnet_lite0.ra_in1k`,
+    /// `model.safetensors`), through hf-hub's cache; `$HF_ENDPOINT` is honoured.
+    Hub {
+        repo: String,
+        file: String,
+        #[serde(default = "main_rev")]
+        revision: String,
+        naming: NamingParam,
+    },
+}
+
+fn main_rev() -> String {
+    "main".into()
+}
+
+/// [`Naming`] as a param.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamingParam {
+    Timm,
+    EfficientnetPytorch,
+}
+
+impl From<NamingParam> for Naming {
+    fn from(n: NamingParam) -> Self {
+        match n {
+            NamingParam::Timm => Naming::Timm,
+            NamingParam::EfficientnetPytorch => Naming::EfficientNetPytorch,
+        }
+    }
+}
+
+/// Downloads (or finds in the cache) one file of a hub model repo.
+pub fn hub_file(repo: &str, revision: &str, file: &str) -> Result<PathBuf, StageError> {
+    let mut b = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(false)
+        .with_token(std::env::var("HF_TOKEN").ok());
+    if let Ok(e) = std::env::var("HF_ENDPOINT") {
+        b = b.with_endpoint(e.trim_end_matches('/').to_owned());
+    }
+    let api = b
+        .build()
+        .map_err(|e| StageError::Param(format!("hub {repo}: client: {e}")))?;
+    let r = api.repo(hf_hub::Repo::with_revision(
+        repo.to_owned(),
+        hf_hub::RepoType::Model,
+        revision.to_owned(),
+    ));
+    r.get(file)
+        .map_err(|e| StageError::Param(format!("hub {repo}@{revision}: downloading {file}: {e}")))
+}
+
+/// `pretrain`: the starting weights every target task shares.
+#[derive(Debug)]
+pub struct Pretrain;
+
+/// Params of [`Pretrain`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainParams {
+    /// The source task (ignored apart from its class count when `train.iterations` is 0).
+    pub data: DataSpec,
+    /// A built-in search space name (`tiny`, `small`, `lite0`, `paper`).
+    pub space: String,
+    #[serde(default)]
+    pub init: Init,
+    #[serde(default)]
+    pub mode: PretrainMode,
+    /// Source-task training; `iterations = 0` keeps the initial weights.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Test images of the source task to report the maxnet's accuracy on (0: skip).
+    #[serde(default = "eval_images")]
+    pub eval_images: usize,
+}
+
+fn eval_images() -> usize {
+    1000
+}
+
+impl StageKind for Pretrain {
+    type Params = PretrainParams;
+    const NAME: &'static str = "pretrain";
+    const VERSION: &'static str = "1";
+
+    fn run(&self, p: &PretrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
+        let space = SearchSpace::builtin(&p.space)?;
+        let net = Supernet::new(&space, ctx.seed)?;
+        let init_row;
+        match &p.init {
+            Init::Scratch => init_row = map![("init", "scratch")],
+            Init::File { path, naming } => init_row = load_weights(&net, path, *naming)?,
+            Init::Hub {
+                repo,
+                file,
+                revision,
+                naming,
+            } => {
+                ctx.progress.message(&format!("fetching {repo}/{file}"));
+                let path = hub_file(repo, revision, file)?;
+                init_row = load_weights(&net, &path, *naming)?;
+            }
+        }
+        let mut model = Model { space, net };
+        let mut metrics = map![("iterations", p.train.iterations)];
+        metrics.extend(init_row);
+        if p.train.iterations > 0 {
+            let source = p.data.load()?;
+            model = model.for_task(source.train.num_classes(), ctx.seed)?;
+            let r = model.space.resolutions.iter().copied().max().unwrap_or(32);
+            let batch = tofa_data::BatchConfig::new((r, r));
+            let mut cfg = p.train.clone();
+            cfg.seed = ctx.seed;
+            std::fs::create_dir_all(&ctx.scratch_dir)?;
+            let outcome = tofa_train::train::pretrain(
+                &mut model.net,
+                &source.train,
+                batch,
+                p.mode,
+                &cfg,
+                Some(&ctx.scratch_dir),
+                &mut progress_fn(ctx),
+            )?;
+            write_outcome(ctx, &outcome)?;
+            metrics.extend(map![
+                ("wall_s", outcome.cost.wall_s),
+                ("train_gmacs", outcome.cost.train_macs as f64 / 1e9)
+            ]);
+            if p.eval_images > 0 {
+                let n = p.eval_images.min(source.test.len()) as u32;
+                let idx: Vec<u32> = (0..n).collect();
+                let max = SubnetConfig::maxnet(&model.space);
+                let acc =
+                    tofa_train::evaluate_raw(&model.net, &max, &source.test, &idx, batch, 100)?;
+                metrics.insert("source_acc".into(), (acc.accuracy * 100.0).into());
+            }
+        }
+        model.save(&ctx.out_dir)?;
+        ctx.emit("pretrain", map![("source", p.data.name.clone())], metrics);
+        Ok(())
+    }
+}
+
+fn load_weights(
+    net: &Supernet,
+    path: &Path,
+    naming: NamingParam,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StageError> {
+    let is_st = path.extension().is_some_and(|e| e == "safetensors");
+    let tensors = if is_st {
+        tofa_nn::read_safetensors(path)?
+    } else {
+        tofa_nn::read_pth(path)?
+    };
+    let r = tofa_nn::load_pretrained(net, &tensors, naming.into())?;
+    Ok(map![
+        ("init", path.display().to_string()),
+        ("mapped", r.mapped.len()),
+        ("adapted", r.adapted.len()),
+        ("missing", r.missing.len()),
+        ("unmapped", r.unmapped.len())
+    ])
+}
+
+/// The model a target-task training starts from: the `pretrain` dependency's weights with a
+/// classifier for the task.
+fn start_model(ctx: &StageContext, data: &Prepared) -> Result<Model, StageError> {
+    let dep = one_dep(ctx, "pretrain")?;
+    Model::from_dir(&dep.dir)?.for_task(data.data.train.num_classes(), ctx.seed ^ 0xc1a55)
+}
+
+/// `tofa_train`: Algorithm 1 on one data set with one loss variant.
+#[derive(Debug)]
+pub struct TofaTrain;
+
+/// Params of [`TofaTrain`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TofaTrainParams {
+    /// The loss of eq. (4): `lab`, `fm`, `dist` or `full`.
+    pub variant: Variant,
+    /// Everything else of Section 4.2 (paper defaults; `variant` and `seed` here are ignored).
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub eval: EvalParams,
+}
+
+impl StageKind for TofaTrain {
+    type Params = TofaTrainParams;
+    const NAME: &'static str = "tofa_train";
+    const VERSION: &'static str = "1";
+
+    fn run(&self, p: &TofaTrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
+        let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
+        let mut model = start_model(ctx, &data)?;
+        let mut cfg = p.train.clone();
+        cfg.variant = p.variant;
+        cfg.seed = ctx.seed;
+        let s = &data.split.split;
+        let td = TrainData {
+            dataset: &data.data.train,
+            labelled: &s.labelled,
+            unlabelled: &s.unlabelled,
+            batch: data.batch_config(),
+        };
+        std::fs::create_dir_all(&ctx.scratch_dir)?;
+        let outcome = tofa_train::train::train_tofa(
+            &mut model.net,
+            &td,
+            &cfg,
+            Some(&ctx.scratch_dir),
+            &mut progress_fn(ctx),
+        )?;
+        model.save(&ctx.out_dir)?;
+        outcome.omega.save(&ctx.out("omega.json"))?;
+        write_outcome(ctx, &outcome)?;
+        ctx.progress.message("testing maxnet and minnet");
+        let tester = Tester::new(&model, &data, &p.eval, ctx.seed)?;
+        let max = SubnetConfig::maxnet(&model.space);
+        let min = SubnetConfig::minnet(&model.space);
+        let (amax, amin) = (tester.test(&max)?, tester.test(&min)?);
+        ctx.emit(
+            "tofa",
+            map![
+                ("dataset", data.spec.name.clone()),
+                ("variant", p.variant.name())
+            ],
+            map![
+                ("maxnet_acc", amax.accuracy * 100.0),
+                ("minnet_acc", amin.accuracy * 100.0),
+                ("maxnet_mflops", mflops(&model.space, &max)?),
+                ("minnet_mflops", mflops(&model.space, &min)?),
+                ("subnets_sampled", outcome.omega.len()),
+                ("iterations", outcome.cost.iterations),
+                ("images", outcome.cost.images_processed),
+                ("train_gmacs", outcome.cost.train_macs as f64 / 1e9),
+                ("wall_s", outcome.cost.wall_s)
+            ],
+        );
+        Ok(())
+    }
+}
+
+/// `baseline_train`: one fixed network trained alone from the same starting weights.
+#[derive(Debug)]
+pub struct BaselineTrain;
+
+/// Params of [`BaselineTrain`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineParams {
+    /// `labelled` ("Baseline labelled") or `fixmatch` ("Baseline lab+unlab").
+    pub mode: SingleMode,
+    /// The architecture (see [`parse_arch`]).
+    #[serde(default = "maxnet")]
+    pub arch: String,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub eval: EvalParams,
+}
+
+fn maxnet() -> String {
+    "maxnet".into()
+}
+
+impl StageKind for BaselineTrain {
+    type Params = BaselineParams;
+    const NAME: &'static str = "baseline_train";
+    const VERSION: &'static str = "1";
+
+    fn run(&self, p: &BaselineParams, ctx: &mut StageContext) -> Result<(), BoxError> {
+        let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
+        let mut model = start_model(ctx, &data)?;
+        let arch = parse_arch(&model.space, &p.arch)?;
+        let mut cfg = p.train.clone();
+        cfg.seed = ctx.seed;
+        let s = &data.split.split;
+        let td = TrainData {
+            dataset: &data.data.train,
+            labelled: &s.labelled,
+            unlabelled: if p.mode == SingleMode::FixMatch {
+                &s.unlabelled
+            } else {
+                &[]
+            },
+            batch: data.batch_config(),
+        };
+        std::fs::create_dir_all(&ctx.scratch_dir)?;
+        let outcome = tofa_train::train::train_single(
+            &mut model.net,
+            &arch,
+            p.mode,
+            &td,
+            &cfg,
+            Some(&ctx.scratch_dir),
+            &mut progress_fn(ctx),
+        )?;
+        write_outcome(ctx, &outcome)?;
+        // A single network's running statistics are its own: no recalibration needed, but
+        // recalibrating is harmless and keeps every accuracy in the tables measured alike.
+        let tester = Tester::new(&model, &data, &p.eval, ctx.seed)?;
+        let acc = tester.test(&arch)?;
+        let mode = match p.mode {
+            SingleMode::Labelled => "labelled",
+            SingleMode::FixMatch => "fixmatch",
+        };
+        ctx.emit(
+            "baseline",
+            map![
+                ("dataset", data.spec.name.clone()),
+                ("mode", mode),
+                ("arch", p.arch.clone())
+            ],
+            map![
+                ("acc", acc.accuracy * 100.0),
+                ("subnet", arch.id()),
+                ("mflops", mflops(&model.space, &arch)?),
+                ("iterations", outcome.cost.iterations),
+                ("images", outcome.cost.images_processed),
+                ("train_gmacs", outcome.cost.train_macs as f64 / 1e9),
+                ("wall_s", outcome.cost.wall_s)
+            ],
+        );
+        Ok(())
+    }
+}
