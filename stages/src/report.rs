@@ -38,6 +38,9 @@ pub enum ArtifactKind {
     Selection,
     /// Section 3.5: training cost against the number of deployment scenarios.
     Cost,
+    /// Does pre-training on the source task help the targets? TOFA from the `pretrain`
+    /// weights against TOFA from scratch.
+    Transfer,
 }
 
 /// `artifact` stage kind.
@@ -180,6 +183,7 @@ impl StageKind for Artifact {
             ArtifactKind::Device => device(p, &rows, &dir)?,
             ArtifactKind::Selection => selection(p, &rows, &dir)?,
             ArtifactKind::Cost => cost(p, &rows, &dir)?,
+            ArtifactKind::Transfer => transfer(p, &rows, &dir)?,
         };
         let wall: f64 = rows.iter().filter_map(|r| num(&r.metrics, "wall_s")).sum();
         crate::write(&dir.join(format!("{}.md", p.name)), made.md)?;
@@ -687,6 +691,53 @@ fn cost(p: &ArtifactParams, rows: &[Row], dir: &std::path::Path) -> Result<Made,
          flow) and wall time: one TOFA training serves every scenario; individual fine-tuning \
          pays once per scenario (the fine-tuned models of the accuracy-vs-FLOPs figure, \
          smallest first).",
+    )
+}
+
+fn transfer(p: &ArtifactParams, rows: &[Row], dir: &std::path::Path) -> Result<Made, StageError> {
+    let tofa: Vec<&Row> = rows.iter().filter(|r| r.table == "tofa").collect();
+    let mut starts: Vec<String> = Vec::new();
+    for r in &tofa {
+        if let Some(s) = key(r, "start")
+            && !starts.iter().any(|x| x == s)
+        {
+            starts.push(s.to_string());
+        }
+    }
+    starts.sort();
+    let mut cols = vec!["data set".to_string(), "variant".to_string()];
+    for s in &starts {
+        cols.push(format!("maxnet from `{s}`"));
+        cols.push(format!("minnet from `{s}`"));
+    }
+    let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let mut t = Table::new(&p.title, &cols);
+    for d in datasets(tofa.iter().copied()) {
+        for v in VARIANTS {
+            let mut row = vec![Cell::text(&d), Cell::text(v)];
+            let mut all = true;
+            for s in &starts {
+                let r = tofa.iter().find(|r| {
+                    key(r, "dataset") == Some(&d)
+                        && key(r, "variant") == Some(v)
+                        && key(r, "start") == Some(s)
+                });
+                all &= r.is_some();
+                row.push(cell(r.and_then(|r| num(&r.metrics, "maxnet_acc")), 1));
+                row.push(cell(r.and_then(|r| num(&r.metrics, "minnet_acc")), 1));
+            }
+            if all {
+                t.push(row)?;
+            }
+        }
+    }
+    write_table(
+        p,
+        &t,
+        dir,
+        "Top-1 test accuracy (%) after the same TOFA training, started from the weights \
+         pre-trained on the source task and from our seeded random initialisation: what \
+         pre-training on the source buys the targets.",
     )
 }
 

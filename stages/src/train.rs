@@ -428,6 +428,7 @@ impl StageKind for TofaTrain {
 
     fn run(&self, p: &TofaTrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
+        let start = one_dep(ctx, "pretrain")?.id.clone();
         let mut model = start_model(ctx, &data)?;
         let mut cfg = p.train.clone();
         cfg.variant = p.variant;
@@ -459,7 +460,8 @@ impl StageKind for TofaTrain {
             "tofa",
             map![
                 ("dataset", data.spec.name.clone()),
-                ("variant", p.variant.name())
+                ("variant", p.variant.name()),
+                ("start", start)
             ],
             map![
                 ("maxnet_acc", amax.accuracy * 100.0),

@@ -34,9 +34,9 @@ enum Command {
     /// Run targets, stages or globs (and what they depend on); nothing given runs everything.
     Run {
         selectors: Vec<String>,
-        /// Stages to run at once.
-        #[arg(long, short = 'j', default_value_t = 1)]
-        jobs: usize,
+        /// Stages to run at once (default: one per core; each gets threads / jobs threads).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
         /// Threads shared by running stages (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -138,7 +138,8 @@ pub fn main() -> Result<ExitCode> {
                 return print_status(&runner, &sel, true);
             }
             let opts = RunOptions {
-                jobs: *jobs,
+                jobs: jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 threads: threads.unwrap_or_else(|| RunOptions::default().threads),
                 force: force.clone(),
                 display: Display::auto(),
