@@ -42,6 +42,16 @@ pub enum TrainError {
         term: &'static str,
         value: f64,
     },
+    /// A weight or BN statistic became NaN or infinite after the optimiser step (found when a
+    /// checkpoint was due; the previous checkpoint is kept).
+    #[error(
+        "{stage}: iteration {iter}: tensor `{tensor}` is not finite after the update; the last good checkpoint is kept"
+    )]
+    NonFiniteWeights {
+        stage: Stage,
+        iter: u64,
+        tensor: String,
+    },
     /// A checkpoint is missing a piece or does not belong to this run.
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },

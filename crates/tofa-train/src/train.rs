@@ -99,6 +99,22 @@ pub struct TrainCost {
     pub train_macs: u64,
 }
 
+impl TrainCost {
+    /// Images drawn per second of wall time.
+    pub fn images_per_s(&self) -> f64 {
+        if self.wall_s > 0.0 {
+            self.images_processed as f64 / self.wall_s
+        } else {
+            0.0
+        }
+    }
+
+    /// Multiply-adds spent, in units of 10^15 (PFLOPs in the paper's "FLOPs = MACs" sense).
+    pub fn train_pmacs(&self) -> f64 {
+        self.train_macs as f64 / 1e15
+    }
+}
+
 /// Progress of a run, reported after every iteration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainProgress {
@@ -383,6 +399,18 @@ fn check_finite(stage: Stage, r: &IterRecord) -> Result<()> {
     Ok(())
 }
 
+/// The first saved tensor of `net` holding a NaN or infinity, if any (checked before a
+/// checkpoint is written, so the kept checkpoint is always a good one).
+fn non_finite_tensor(net: &Supernet) -> Result<Option<String>> {
+    for (name, t) in net.tensors() {
+        let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        if v.iter().any(|x| !x.is_finite()) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
 /// The shared loop: schedule, resume, step, NaN check, optimiser, checkpoints, progress.
 fn run_loop(
     stage: Stage,
@@ -478,7 +506,7 @@ fn run_loop(
         };
     for t in start + 1..=cfg.iterations {
         let at = |e: TrainError| match e {
-            e @ TrainError::NonFinite { .. } => e,
+            e @ (TrainError::NonFinite { .. } | TrainError::NonFiniteWeights { .. }) => e,
             e => TrainError::At {
                 stage,
                 iter: t,
@@ -514,6 +542,15 @@ fn run_loop(
         curve.push(record.clone());
         let every = cfg.checkpoint_every;
         if (every > 0 && t % every == 0) || t == cfg.iterations {
+            if ckpt_dir.is_some()
+                && let Some(name) = non_finite_tensor(net).map_err(at)?
+            {
+                return Err(TrainError::NonFiniteWeights {
+                    stage,
+                    iter: t,
+                    tensor: name,
+                });
+            }
             save(net, &sgd, &omega, &curve, cost, t)?;
         }
         progress(TrainProgress {
