@@ -426,3 +426,109 @@ fn single_fixmatch_and_pretrain_run() {
     .to_string();
     assert!(err.contains("unlabelled"), "{err}");
 }
+
+#[test]
+fn single_training_resumes_and_a_finished_run_is_not_repeated() {
+    let t = task(12, 0.3);
+    let space = space();
+    let max = SubnetConfig::maxnet(&space);
+    let cfg = TrainConfig {
+        checkpoint_every: 1,
+        ..small_cfg(3, Variant::Lab)
+    };
+    let mode = SingleMode::FixMatch;
+    let mut straight = Supernet::new(&space, 1).unwrap();
+    train_single(
+        &mut straight,
+        &max,
+        mode,
+        &t.data(),
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Supernet::new(&space, 1).unwrap();
+    let killed = catch_unwind(AssertUnwindSafe(|| {
+        train_single(
+            &mut net,
+            &max,
+            mode,
+            &t.data(),
+            &cfg,
+            Some(dir.path()),
+            &mut |p| {
+                assert!(p.iter < 2, "killed");
+            },
+        )
+    }));
+    assert!(killed.is_err());
+    let mut net = Supernet::new(&space, 1).unwrap();
+    let out = train_single(
+        &mut net,
+        &max,
+        mode,
+        &t.data(),
+        &cfg,
+        Some(dir.path()),
+        &mut |_| {},
+    )
+    .unwrap();
+    // iteration 2 was checkpointed before its report "killed" the run
+    assert_eq!(out.resumed_from, Some(2));
+    assert!(weights(&net) == weights(&straight));
+
+    // finished: nothing runs, the outcome and weights come from the last checkpoint
+    let mut again = Supernet::new(&space, 2).unwrap();
+    let mut calls = 0;
+    let back = train_single(
+        &mut again,
+        &max,
+        mode,
+        &t.data(),
+        &cfg,
+        Some(dir.path()),
+        &mut |_| calls += 1,
+    )
+    .unwrap();
+    assert_eq!((calls, back.resumed_from), (0, Some(3)));
+    assert_eq!(back.curve, out.curve);
+    assert!(weights(&again) == weights(&straight));
+
+    // a TOFA run refuses the single run's checkpoint
+    let err = train_tofa(&mut again, &t.data(), &cfg, Some(dir.path()), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("another run"), "{err}");
+}
+
+#[test]
+fn curve_is_written_as_csv_and_averaged_in_windows() {
+    let t = task(12, 0.3);
+    let mut net = Supernet::new(&space(), 1).unwrap();
+    let out = train_tofa(
+        &mut net,
+        &t.data(),
+        &small_cfg(3, Variant::Fm),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let csv = out.curve_csv();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next().unwrap(), tofa_train::IterRecord::CSV_HEADER);
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(row.len(), 8);
+    assert_eq!(row[0], "1");
+    assert!(
+        row[4].parse::<f64>().is_ok() && row[7].is_empty(),
+        "{row:?}"
+    );
+    let avg = out.curve_averaged(2);
+    assert_eq!(avg.iter().map(|r| r.iter).collect::<Vec<_>>(), [2, 3]);
+    let want = (out.curve[0].lab + out.curve[1].lab) / 2.0;
+    assert!((avg[0].lab - want).abs() < 1e-12);
+    assert_eq!(avg[1].lab, out.curve[2].lab);
+    assert!(avg[0].dist_unlab.is_none() && avg[0].fm.is_some());
+    assert!(out.cost.images_per_s() > 0.0);
+}
