@@ -262,3 +262,41 @@ impl StageKind for Split {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(source: Source) -> DataSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "x", "source": source, "resolution": 16
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = spec(Source::Idx).load().unwrap_err().to_string();
+        assert_eq!(e, "data `x`: source Idx needs `dir`");
+        let e = spec(Source::Hub).load().unwrap_err().to_string();
+        assert_eq!(e, "data `x`: source Hub needs `repo`");
+    }
+
+    #[test]
+    fn synthetic_tasks_scale_and_unknown_names_list_the_known() {
+        let t = synthetic_task("synth-cifar10", 0.5).unwrap();
+        assert_eq!((t.train_per_class, t.test_per_class), (150, 50));
+        let e = synthetic_task("nope", 1.0).unwrap_err().to_string();
+        assert!(
+            e.starts_with("unknown synthetic task `nope` (known: source, synth-aircraft"),
+            "{e}"
+        );
+        let mut s = spec(Source::Synthetic);
+        s.name = "synth-pets".into();
+        s.scale = 0.1;
+        let tt = s.load().unwrap();
+        assert_eq!(tt.train.height(), 16);
+        assert_eq!(tt.train.channels(), 3);
+        assert_eq!(tt.train.num_classes(), 12);
+    }
+}

@@ -151,6 +151,7 @@ fn datasets<'a>(rows: impl Iterator<Item = &'a Row>) -> Vec<String> {
 }
 
 /// What an artifact produced: a Markdown section and files in `publish/`.
+#[derive(Debug)]
 struct Made {
     md: String,
 }
@@ -860,5 +861,69 @@ impl StageKind for Report {
         }
         crate::write(&ctx.out("publish/REPORT.md"), md)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_the_papers_data_sets() {
+        assert_eq!(paper_dataset("synth-cifar100"), Some("Cifar-100"));
+        assert_eq!(paper_dataset("cifar10"), Some("Cifar-10"));
+        assert_eq!(paper_dataset("synth-cars"), Some("Car"));
+        assert_eq!(paper_dataset("fashion-mnist"), None);
+        assert!(
+            matches!(paper_cell(&PAPER_T3, "synth-pets", 2), Cell::Num { value, .. } if value == 87.6)
+        );
+    }
+
+    fn row(table: &str, keys: serde_json::Value, metrics: serde_json::Value) -> Row {
+        Row {
+            table: table.into(),
+            keys: serde_json::from_value(keys).unwrap(),
+            metrics: serde_json::from_value(metrics).unwrap(),
+        }
+    }
+
+    #[test]
+    fn table4_places_each_variant_and_the_papers_numbers() {
+        let rows: Vec<Row> = VARIANTS
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                row(
+                    "tofa",
+                    serde_json::json!({"dataset": "synth-flowers", "variant": v}),
+                    serde_json::json!({"maxnet_acc": 50.0 + i as f64, "minnet_acc": 40.0 + i as f64}),
+                )
+            })
+            .collect();
+        let p = ArtifactParams {
+            artifact: ArtifactKind::Table4,
+            name: "t4".into(),
+            title: "T4".into(),
+            dataset: None,
+            variant: lab(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let made = table4(&p, &rows, dir.path()).unwrap();
+        assert!(
+            made.md.contains(
+                "| synth-flowers | maxnet | 50.0 | 51.0 | 52.0 | 53.0 | 81.7 | 92.0 | 91.5 | 92.3 |"
+            ),
+            "{}",
+            made.md
+        );
+        assert!(
+            made.md.contains(
+                "| synth-flowers | minnet | 40.0 | 41.0 | 42.0 | 43.0 | 79.8 | 90.9 | 91.2 | 92.0 |"
+            ),
+            "{}",
+            made.md
+        );
+        let empty = table4(&p, &[], dir.path()).unwrap_err().to_string();
+        assert!(empty.contains("no input rows"), "{empty}");
     }
 }

@@ -563,3 +563,37 @@ impl StageKind for BaselineTrain {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_names_parse_to_configs_of_the_space() {
+        let space = SearchSpace::builtin("tiny").unwrap();
+        assert_eq!(
+            parse_arch(&space, "maxnet").unwrap(),
+            SubnetConfig::maxnet(&space)
+        );
+        assert_eq!(
+            parse_arch(&space, "minnet").unwrap(),
+            SubnetConfig::minnet(&space)
+        );
+        assert_eq!(
+            parse_arch(&space, "uniform:1").unwrap(),
+            SubnetConfig::maxnet(&space)
+        );
+        assert_eq!(
+            parse_arch(&space, "uniform:0").unwrap(),
+            SubnetConfig::minnet(&space)
+        );
+        let mid = parse_arch(&space, "uniform:0.5").unwrap();
+        // tiny has two choices per elastic dimension: 0.5 rounds to the larger
+        assert_eq!(mid.stages[1].width, 16);
+        let id = mid.id();
+        assert_eq!(parse_arch(&space, &id).unwrap(), mid);
+        let e = parse_arch(&space, "uniform:2").unwrap_err().to_string();
+        assert_eq!(e, "arch `uniform:2`: 2 is not in [0, 1]");
+        assert!(parse_arch(&space, "r999-bogus").is_err());
+    }
+}

@@ -378,3 +378,5 @@ fn diff_gates_on_tolerance() {
         &["diff", "old", "new", "--fail-above", "0.5"],
     ));
 }
+
+mod paper;

@@ -1,0 +1,168 @@
+//! The repository's own `pipeline.toml` under the `smoke` profile: the whole paper target,
+//! its caching, and errors on bad data and diverging training.
+
+use std::path::Path;
+
+use super::{ok, ran, tofa};
+
+/// A temp dir holding the repository's `pipeline.toml`, with `edit` applied to its text.
+fn repo_pipeline(edit: impl FnOnce(String) -> String) -> tempfile::TempDir {
+    let src =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipeline.toml"))
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.toml"), edit(src)).unwrap();
+    dir
+}
+
+fn tables(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("results/smoke/tables.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn rows_of<'a>(t: &'a serde_json::Value, table: &str) -> Vec<&'a serde_json::Value> {
+    t["tables"][table]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn smoke_paper_target_end_to_end_then_cached() {
+    let d = repo_pipeline(|s| s);
+    let out = tofa(d.path(), &["-p", "smoke", "run", "paper", "-j", "2"]);
+    ok(&out);
+    let n = ran(&out).len();
+    assert!(n > 70, "only {n} stages ran");
+
+    // Tables: Table 4 has every (data set, variant); Table 3's baselines are there.
+    let t = tables(d.path());
+    assert_eq!(
+        rows_of(&t, "tofa").len(),
+        6 * 4 + 2,
+        "24 TOFA runs + 2 from scratch"
+    );
+    assert_eq!(rows_of(&t, "baseline").len(), 6 * 2 + 3 * 3);
+    for r in rows_of(&t, "tofa") {
+        let acc = r["metrics"]["maxnet_acc"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&acc), "{r}");
+    }
+    // Selection compares three methods per budget and the fixed rule evaluates nothing.
+    let sel = rows_of(&t, "selection");
+    assert!(!sel.is_empty());
+    for r in &sel {
+        if r["keys"]["method"] == "fixed" {
+            assert_eq!(r["metrics"]["evaluations"].as_f64(), Some(0.0), "{r}");
+        } else {
+            assert!(r["metrics"]["evaluations"].as_f64().unwrap() >= 1.0, "{r}");
+        }
+    }
+    // Latency rows come from fresh processes and are positive.
+    let lat = rows_of(&t, "latency");
+    assert!(lat.iter().any(|r| r["keys"]["model"] == "maxnet"));
+    assert!(
+        lat.iter()
+            .all(|r| r["metrics"]["median_ms"].as_f64().unwrap() > 0.0)
+    );
+
+    // Report, tables and figures are published.
+    let rep = d.path().join("reports/smoke");
+    let report = std::fs::read_to_string(rep.join("REPORT.md")).unwrap();
+    for s in [
+        "## Table 4",
+        "## Table 3",
+        "Figures 8-11",
+        "Figure 7",
+        "profile | `smoke`",
+    ] {
+        assert!(report.contains(s), "REPORT.md lacks {s}");
+    }
+    let t4 = std::fs::read_to_string(rep.join("table4.csv")).unwrap();
+    assert!(
+        t4.starts_with("data set,model,lab,fm,dist,full,paper: lab"),
+        "{t4}"
+    );
+    assert!(
+        t4.contains("synth-aircraft,maxnet,") && t4.contains(",69.0,71.5,73.8,75.2"),
+        "{t4}"
+    );
+    for f in [
+        "fig7_device_synth-cars.svg",
+        "fig7_device_synth-cars.png",
+        "table3.md",
+    ] {
+        assert!(rep.join(f).is_file(), "{f} not published");
+    }
+
+    // Nothing changed: nothing runs.
+    let out = tofa(d.path(), &["-p", "smoke", "run", "paper"]);
+    ok(&out);
+    assert!(ran(&out).is_empty(), "warm run executed {:?}", ran(&out));
+
+    // One selection param changes: exactly the selection stages and what reads them rerun.
+    std::fs::write(
+        d.path().join("pipeline.toml"),
+        std::fs::read_to_string(d.path().join("pipeline.toml"))
+            .unwrap()
+            .replace("random = { k = 2 }", "random = { k = 3 }"),
+    )
+    .unwrap();
+    let out = tofa(d.path(), &["-p", "smoke", "run", "paper"]);
+    ok(&out);
+    let again = ran(&out);
+    assert!(
+        again.iter().all(|s| s.starts_with("selection/")
+            || s.starts_with("art/selection/")
+            || s == "report"),
+        "{again:?}"
+    );
+    assert_eq!(
+        again.iter().filter(|s| s.starts_with("selection/")).count(),
+        4
+    );
+}
+
+#[test]
+fn corrupt_idx_file_is_named() {
+    let data = tempfile::tempdir().unwrap();
+    for f in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        // a wrong magic number in every file
+        std::fs::write(data.path().join(f), [0u8, 0, 9, 9, 0, 0, 0, 1, 7]).unwrap();
+    }
+    let dir = data.path().display().to_string();
+    let d = repo_pipeline(|s| s.replace("/usr/share/datasets/fashion-mnist", &dir));
+    let out = tofa(d.path(), &["-p", "fashion", "run", "split/*"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("split/fashion-mnist"), "{err}");
+    assert!(err.contains(&dir) && err.contains("idx"), "{err}");
+}
+
+#[test]
+fn diverging_training_stops_with_the_iteration_and_keeps_other_results() {
+    let d = repo_pipeline(|s| {
+        s + "\n[profile.boom]\nextends = \"smoke\"\n[profile.boom.stage.\"tofa/synth-pets/full\"]\ntrain = { lr = 1e30, iterations = 3 }\n"
+    });
+    let out = tofa(
+        d.path(),
+        &[
+            "-p",
+            "boom",
+            "run",
+            "tofa/synth-pets/full",
+            "tofa/synth-pets/lab",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tofa/synth-pets/full"), "{err}");
+    assert!(err.contains("not finite"), "{err}");
+    // The unrelated stage still ran and published its row.
+    let t = std::fs::read_to_string(d.path().join("results/boom/tables.json")).unwrap();
+    assert!(t.contains("tofa/synth-pets/lab"), "{t}");
+}
