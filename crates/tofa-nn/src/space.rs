@@ -21,6 +21,38 @@ pub enum Activation {
     Hswish,
 }
 
+/// Zero padding of the stem and depthwise convolutions (square inputs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// `k / 2` on every side (PyTorch, timm, OFA).
+    #[default]
+    Symmetric,
+    /// TensorFlow's `SAME`: the output has `ceil(n / s)` positions, the total padding is
+    /// `max((ceil(n / s) - 1) * s + k - n, 0)` and its odd half goes after (bottom, right).
+    /// Differs from `Symmetric` only for strided convolutions on even sizes; weights trained in
+    /// TensorFlow (EfficientNet-Lite) need it.
+    Same,
+}
+
+impl Padding {
+    /// `(before, after)` padding of a `k`-wide convolution at stride `s` over `n` positions.
+    pub fn pads(self, n: usize, k: usize, s: usize) -> (usize, usize) {
+        match self {
+            Padding::Symmetric => (k / 2, k / 2),
+            Padding::Same => {
+                let out = n.div_ceil(s);
+                let total = ((out.max(1) - 1) * s + k).saturating_sub(n);
+                (total / 2, total - total / 2)
+            }
+        }
+    }
+
+    fn is_symmetric(&self) -> bool {
+        *self == Padding::Symmetric
+    }
+}
+
 /// The stem: a plain `k x k` convolution, BN and activation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StemSpace {
@@ -91,6 +123,10 @@ pub struct SearchSpace {
     pub kernel_transform: bool,
     /// BatchNorm epsilon (1e-5 as PyTorch; 1e-3 for TF-trained EfficientNet weights).
     pub bn_eps: f64,
+    /// Padding convention of the strided convolutions (not written when symmetric, so older
+    /// spaces serialise unchanged).
+    #[serde(skip_serializing_if = "Padding::is_symmetric")]
+    pub padding: Padding,
 }
 
 /// Wire form of [`StemSpace`].
@@ -143,6 +179,8 @@ pub struct SearchSpaceWire {
     pub kernel_transform: bool,
     #[serde(default = "default_eps")]
     pub bn_eps: f64,
+    #[serde(default)]
+    pub padding: Padding,
 }
 
 fn default_eps() -> f64 {
@@ -276,6 +314,7 @@ impl TryFrom<SearchSpaceWire> for SearchSpace {
             head,
             kernel_transform: w.kernel_transform,
             bn_eps: w.bn_eps,
+            padding: w.padding,
         })
     }
 }
@@ -365,6 +404,31 @@ mod tests {
             let back = SearchSpace::from_toml(&s.to_toml().unwrap()).unwrap();
             assert_eq!(back, s);
         }
+    }
+
+    #[test]
+    fn same_padding_is_tensorflows() {
+        // (n, k, s) -> (before, after): TF pads the odd remainder after
+        for (n, k, s, want) in [
+            (224, 3, 2, (0, 1)),
+            (56, 5, 2, (1, 2)),
+            (14, 5, 2, (1, 2)),
+            (7, 3, 2, (1, 1)),
+            (7, 5, 2, (2, 2)),
+            (112, 3, 1, (1, 1)),
+            (14, 5, 1, (2, 2)),
+            (8, 1, 2, (0, 0)),
+        ] {
+            assert_eq!(Padding::Same.pads(n, k, s), want, "n{n} k{k} s{s}");
+        }
+        assert_eq!(Padding::Symmetric.pads(224, 3, 2), (1, 1));
+        // symmetric is the default and is not written, so existing spaces serialise unchanged
+        let paper = SearchSpace::builtin("paper").unwrap();
+        assert_eq!(paper.padding, Padding::Symmetric);
+        assert!(!paper.to_toml().unwrap().contains("padding"));
+        let lite0 = SearchSpace::builtin("lite0").unwrap();
+        assert_eq!(lite0.padding, Padding::Same);
+        assert!(lite0.to_toml().unwrap().contains("padding = \"same\""));
     }
 
     #[test]

@@ -9,9 +9,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::bn::{batch_norm_train, batch_stats};
 use crate::config::SubnetConfig;
-use crate::dwconv::depthwise_conv2d;
+use crate::dwconv::depthwise_conv2d_padded;
 use crate::error::{NnError, Result};
-use crate::space::{Activation, SearchSpace, max_of, se_channels};
+use crate::space::{Activation, Padding, SearchSpace, max_of, se_channels};
 
 const BN_MOMENTUM: f64 = 0.1;
 
@@ -69,6 +69,7 @@ enum Run<'a, 'b> {
 struct Ctx<'a, 'b> {
     run: Run<'a, 'b>,
     eps: f64,
+    padding: Padding,
     macs: u64,
     params: u64,
 }
@@ -516,6 +517,7 @@ impl Supernet {
         let mut ctx = Ctx {
             run,
             eps: self.space.bn_eps,
+            padding: self.space.padding,
             macs: 0,
             params: 0,
         };
@@ -605,7 +607,8 @@ fn block(
         h = act(&bn(ctx, &y, bnl)?, a)?;
     }
     let w = dw_kernel(b, mid, k)?;
-    h = depthwise_conv2d(&h, &w, stride)?;
+    let pads = ctx.padding.pads(h.dim(2)?, k, stride);
+    h = depthwise_conv2d_padded(&h, &w, stride, pads)?;
     let (_, _, ho, wo) = h.dims4()?;
     ctx.macs += (mid * k * k * ho * wo) as u64;
     ctx.params += (mid * k * k) as u64;
@@ -652,14 +655,15 @@ fn dw_kernel(b: &Block, mid: usize, k: usize) -> Result<Tensor> {
 fn conv_full(ctx: &mut Ctx, x: &Tensor, c: &Conv, out: usize, stride: usize) -> Result<Tensor> {
     let (_, inp, k, _) = c.w.dims4()?;
     let w = c.w.narrow(0, 0, out)?;
-    let y = conv2d_im2col(x, &w, stride)?;
+    let pads = ctx.padding.pads(x.dim(2)?, k, stride);
+    let y = conv2d_im2col(x, &w, stride, pads)?;
     let (_, _, ho, wo) = y.dims4()?;
     ctx.macs += (out * inp * k * k * ho * wo) as u64;
     ctx.params += (out * inp * k * k) as u64;
     Ok(y)
 }
 
-/// Every `(ky, kx)` tap of `x` `[B, C, H, W]` at stride `stride` with zero padding `k / 2`:
+/// Every `(ky, kx)` tap of the zero-padded input `xp` `[B, C, H, W]` at stride `stride`:
 /// returns `[B, C, Ho, Wo]` for each tap.
 fn tap(xp: &Tensor, ky: usize, kx: usize, ho: usize, wo: usize, stride: usize) -> Result<Tensor> {
     let (b, c, _, _) = xp.dims4()?;
@@ -678,21 +682,30 @@ fn tap(xp: &Tensor, ky: usize, kx: usize, ho: usize, wo: usize, stride: usize) -
     Ok(t)
 }
 
-/// A full convolution (groups 1, padding `k / 2`) as im2col + matmul, built from candle ops
+/// A full convolution (groups 1, padding `lo` before and `hi` after) as im2col + matmul, built
+/// from candle ops
 /// that have cheap backward passes. Used for the stem, whose 3 input channels make candle's
 /// `conv2d` backward (transposed convolutions) by far the slowest op of a training step.
 ///
 /// # Shapes
-/// - `x`: `[B, C, H, W]`, `w`: `[O, C, k, k]`; returns `[B, O, (H - 1) / s + 1, (W - 1) / s + 1]`
-pub(crate) fn conv2d_im2col(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
+/// - `x`: `[B, C, H, W]`, `w`: `[O, C, k, k]`; returns
+///   `[B, O, (H + lo + hi - k) / s + 1, (W + lo + hi - k) / s + 1]`
+pub(crate) fn conv2d_im2col(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    (lo, hi): (usize, usize),
+) -> Result<Tensor> {
     let (b, c, h, wd) = x.dims4()?;
     let (o, _, k, _) = w.dims4()?;
-    let p = k / 2;
-    let (ho, wo) = ((h + 2 * p - k) / stride + 1, (wd + 2 * p - k) / stride + 1);
-    // pad right/bottom by p + stride so every tap's `stride * ho` window fits
+    let (ho, wo) = (
+        (h + lo + hi - k) / stride + 1,
+        (wd + lo + hi - k) / stride + 1,
+    );
+    // pad right/bottom by hi + stride so every tap's `stride * ho` window fits
     let xp = x
-        .pad_with_zeros(2, p, p + stride)?
-        .pad_with_zeros(3, p, p + stride)?;
+        .pad_with_zeros(2, lo, hi + stride)?
+        .pad_with_zeros(3, lo, hi + stride)?;
     let mut taps = Vec::with_capacity(k * k);
     for ky in 0..k {
         for kx in 0..k {
@@ -800,7 +813,7 @@ mod tests {
         ] {
             let x = r(&[2, 3, h, w]);
             let wt = r(&[4, 3, k, k]);
-            let ours = conv2d_im2col(&x, &wt, s).unwrap();
+            let ours = conv2d_im2col(&x, &wt, s, (k / 2, k / 2)).unwrap();
             let want = x.conv2d(&wt, k / 2, s, 1, 1).unwrap();
             assert_eq!(ours.dims(), want.dims(), "k{k} s{s} {h}x{w}");
             let d = (&ours - &want)
@@ -812,6 +825,27 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(d < 1e-5, "{d}");
+            // asymmetric (TensorFlow SAME) padding: as candle's conv on the pre-padded input
+            let (lo, hi) = Padding::Same.pads(h, k, s);
+            if h == w {
+                let same = conv2d_im2col(&x, &wt, s, (lo, hi)).unwrap();
+                let xp = x
+                    .pad_with_zeros(2, lo, hi)
+                    .unwrap()
+                    .pad_with_zeros(3, lo, hi)
+                    .unwrap();
+                let want = xp.conv2d(&wt, 0, s, 1, 1).unwrap();
+                assert_eq!(same.dims(), want.dims());
+                let d = (&same - &want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(d < 1e-5, "same k{k} s{s} {h}: {d}");
+            }
             let probe = r(want.dims());
             let g1 = (ours * probe.as_tensor())
                 .unwrap()

@@ -1,6 +1,8 @@
 //! Integration tests of the supernet: shapes, determinism, slicing invariants, BN
 //! recalibration, costs, export, save/load.
 
+mod lite0_reference;
+
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
