@@ -406,7 +406,13 @@ fn accuracy_flops(
             tuned.push((x, y));
             t.push(vec![
                 Cell::text("fine-tuned individually"),
-                Cell::text(key(r, "arch").unwrap_or("?")),
+                Cell::text(
+                    r.metrics
+                        .get("subnet")
+                        .and_then(Value::as_str)
+                        .or_else(|| key(r, "arch"))
+                        .unwrap_or("?"),
+                ),
                 Cell::num(x, 2),
                 Cell::num(y, 1),
             ])?;
@@ -428,9 +434,11 @@ fn accuracy_flops(
         &t,
         dir,
         "Each palette point is the subnet Algorithm 2 picks for a FLOPs budget from one TOFA \
-         training; each fine-tuned point is a fixed architecture (a uniformly scaled family of \
-         the search space, our stand-in for the paper's model zoo) trained alone from the same \
-         pre-trained weights on the same labelled data.",
+         training (BN recalibrated, no further training); each fine-tuned point is the same \
+         architecture trained alone, one training per budget, from the same pre-trained weights \
+         on the same labelled data, with the same iterations. The paper compares against \
+         model-zoo networks instead; same-architecture training isolates the effect of weight \
+         sharing.",
     )
 }
 

@@ -233,7 +233,7 @@ pub enum Init {
     Scratch,
     /// A `.pth` (zip or legacy) or `.safetensors` file.
     File { path: PathBuf, naming: NamingParam },
-    /// A file of a Hugging Face Hub model repo (e.g. `timm/efficientnet_lite0.ra_in1k`,
+    /// A file of a Hugging Face Hub model repo (e.g. `timm/mobilenetv3_large_100.ra_in1k`,
     /// `model.safetensors`), through hf-hub's cache; `$HF_ENDPOINT` is honoured.
     Hub {
         repo: String,
@@ -479,6 +479,33 @@ impl StageKind for TofaTrain {
     }
 }
 
+/// The `i`-th budget's pick of the `palette` dependency: the architecture TOFA chose for that
+/// budget, to be trained alone (Figures 2-4: one training per deployment scenario).
+fn palette_pick(
+    ctx: &StageContext,
+    i: &str,
+    space: &SearchSpace,
+) -> Result<SubnetConfig, StageError> {
+    let dep = one_dep(ctx, "palette")?;
+    let entries: Vec<crate::select::PaletteEntry> =
+        crate::read_json(&dep.dir.join("palette.json"))?;
+    let budgets: Vec<&crate::select::PaletteEntry> =
+        entries.iter().filter(|e| e.role == "budget").collect();
+    let k: usize = i
+        .parse()
+        .map_err(|_| StageError::Param(format!("arch `palette:{i}`: expected an index")))?;
+    let e = budgets.get(k).ok_or_else(|| {
+        StageError::Param(format!(
+            "arch `palette:{k}`: `{}` has {} budgets",
+            dep.id,
+            budgets.len()
+        ))
+    })?;
+    let cfg = SubnetConfig::from_id(&e.id)?;
+    cfg.validate(space)?;
+    Ok(cfg)
+}
+
 /// `baseline_train`: one fixed network trained alone from the same starting weights.
 #[derive(Debug)]
 pub struct BaselineTrain;
@@ -489,7 +516,8 @@ pub struct BaselineTrain;
 pub struct BaselineParams {
     /// `labelled` ("Baseline labelled") or `fixmatch` ("Baseline lab+unlab").
     pub mode: SingleMode,
-    /// The architecture (see [`parse_arch`]).
+    /// The architecture: see [`parse_arch`], or `palette:<i>`, the pick of the `palette`
+    /// dependency for its `i`-th budget.
     #[serde(default = "maxnet")]
     pub arch: String,
     #[serde(default)]
@@ -510,7 +538,10 @@ impl StageKind for BaselineTrain {
     fn run(&self, p: &BaselineParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
         let mut model = start_model(ctx, &data)?;
-        let arch = parse_arch(&model.space, &p.arch)?;
+        let arch = match p.arch.strip_prefix("palette:") {
+            Some(i) => palette_pick(ctx, i, &model.space)?,
+            None => parse_arch(&model.space, &p.arch)?,
+        };
         let mut cfg = p.train.clone();
         cfg.seed = ctx.seed;
         let s = &data.split.split;

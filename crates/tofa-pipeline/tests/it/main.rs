@@ -379,4 +379,63 @@ fn diff_gates_on_tolerance() {
     ));
 }
 
+#[test]
+fn diff_against_a_git_revision() {
+    let d = setup(PIPELINE);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(d.path())
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    ok(&tofa(d.path(), &["run", "just_b"]));
+    git(&["add", "pipeline.toml", "results"]);
+    git(&["commit", "-qm", "results"]);
+    // unchanged: no delta, the gate passes
+    let out = tofa(
+        d.path(),
+        &["diff", "--against", "HEAD", "--fail-above", "0"],
+    );
+    ok(&out);
+    std::fs::write(
+        d.path().join("pipeline.toml"),
+        PIPELINE.replace("score = 1.5", "score = 2.5"),
+    )
+    .unwrap();
+    ok(&tofa(d.path(), &["run", "just_b"]));
+    let out = tofa(d.path(), &["diff", "--against", "HEAD"]);
+    ok(&out);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("score") && s.contains("+1.0000"), "{s}");
+    let out = tofa(
+        d.path(),
+        &["diff", "--against", "HEAD", "--fail-above", "0.5"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // an unknown revision is an error naming it
+    let out = tofa(d.path(), &["diff", "--against", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
+
 mod paper;

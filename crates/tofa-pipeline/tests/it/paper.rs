@@ -42,7 +42,7 @@ fn smoke_paper_target_end_to_end_then_cached() {
         6 * 4 + 2,
         "24 TOFA runs + 2 from scratch"
     );
-    assert_eq!(rows_of(&t, "baseline").len(), 6 * 2 + 3 * 3);
+    assert_eq!(rows_of(&t, "baseline").len(), 6 * 2 + 3 * 5);
     for r in rows_of(&t, "tofa") {
         let acc = r["metrics"]["maxnet_acc"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&acc), "{r}");
