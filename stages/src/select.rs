@@ -274,7 +274,7 @@ impl StageKind for Selection {
                 "fixed",
                 s.budget.limit,
                 s.config.clone(),
-                s.cost.clone(),
+                s.cost,
                 0.0,
             ));
         }

@@ -205,7 +205,7 @@ fn progress_fn(ctx: &StageContext) -> impl FnMut(TrainProgress) + '_ {
             set = true;
         }
         ctx.progress.inc(1);
-        if p.iter % 10 == 0 || p.iter == p.iterations {
+        if p.iter.is_multiple_of(10) || p.iter == p.iterations {
             ctx.progress.message(&format!(
                 "loss {:.3} lr {:.2e}",
                 p.record.total, p.record.lr
@@ -321,10 +321,9 @@ impl StageKind for Pretrain {
     fn run(&self, p: &PretrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let space = SearchSpace::builtin(&p.space)?;
         let net = Supernet::new(&space, ctx.seed)?;
-        let init_row;
-        match &p.init {
-            Init::Scratch => init_row = map![("init", "scratch")],
-            Init::File { path, naming } => init_row = load_weights(&net, path, *naming)?,
+        let init_row = match &p.init {
+            Init::Scratch => map![("init", "scratch")],
+            Init::File { path, naming } => load_weights(&net, path, *naming)?,
             Init::Hub {
                 repo,
                 file,
@@ -333,9 +332,9 @@ impl StageKind for Pretrain {
             } => {
                 ctx.progress.message(&format!("fetching {repo}/{file}"));
                 let path = hub_file(repo, revision, file)?;
-                init_row = load_weights(&net, &path, *naming)?;
+                load_weights(&net, &path, *naming)?
             }
-        }
+        };
         let mut model = Model { space, net };
         let mut metrics = map![("iterations", p.train.iterations)];
         metrics.extend(init_row);
