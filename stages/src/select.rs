@@ -270,13 +270,7 @@ impl StageKind for Selection {
         let fixed = palette(&t.omega, &metrics, Metric::Macs, &limits, Rule::LastSampled)?;
         let fixed_s = t0.elapsed().as_secs_f64();
         for s in &fixed {
-            rows.push((
-                "fixed",
-                s.budget.limit,
-                s.config.clone(),
-                s.cost,
-                0.0,
-            ));
+            rows.push(("fixed", s.budget.limit, s.config.clone(), s.cost, 0.0));
         }
         let mut ropts = p.random;
         ropts.seed ^= ctx.seed;

@@ -86,13 +86,71 @@ fn smoke_paper_target_end_to_end_then_cached() {
         t4.contains("synth-aircraft,maxnet,") && t4.contains(",69.0,71.5,73.8,75.2"),
         "{t4}"
     );
-    for f in [
-        "fig7_device_synth-cars.svg",
-        "fig7_device_synth-cars.png",
-        "table3.md",
-    ] {
-        assert!(rep.join(f).is_file(), "{f} not published");
+    for t in ["table2", "table3", "table4", "transfer"] {
+        for ext in ["md", "csv"] {
+            assert!(
+                rep.join(format!("{t}.{ext}")).is_file(),
+                "{t}.{ext} not published"
+            );
+        }
     }
+    // Every figure: SVG + PNG + CSV + section, each series named in the SVG's legend.
+    let mut figures: Vec<(String, Vec<&str>)> = Vec::new();
+    for d in ["synth-cars", "synth-aircraft", "synth-pets"] {
+        figures.push((
+            format!("fig2-4_accuracy_flops_{d}"),
+            vec![
+                "TOFA palette (lab, one training)",
+                "fine-tuned individually",
+            ],
+        ));
+    }
+    for d in [
+        "synth-cifar100",
+        "synth-cifar10",
+        "synth-cars",
+        "synth-aircraft",
+    ] {
+        figures.push((
+            format!("fig8-11_selection_{d}"),
+            vec!["fixed rule", "random search", "evolutionary search"],
+        ));
+    }
+    figures.push((
+        "fig5_latency_flops_synth-cars".into(),
+        vec!["TOFA palette, synth-cars"],
+    ));
+    figures.push((
+        "fig6_latency_accuracy_synth-cifar100".into(),
+        vec!["TOFA palette"],
+    ));
+    figures.push(("fig7_device_synth-cars".into(), vec!["maxnet", "minnet"]));
+    figures.push((
+        "cost_synth-cars".into(),
+        vec!["TOFA: one supernet training", "fine-tuning one model"],
+    ));
+    for (f, series) in &figures {
+        for ext in ["svg", "png", "csv", "md"] {
+            assert!(
+                rep.join(format!("{f}.{ext}")).is_file(),
+                "{f}.{ext} not published"
+            );
+        }
+        let svg = std::fs::read_to_string(rep.join(format!("{f}.svg"))).unwrap();
+        for s in series {
+            assert!(svg.contains(s), "{f}.svg lacks series {s}");
+        }
+        assert!(
+            report.contains(&format!("]({f}.svg)")),
+            "REPORT.md does not show {f}"
+        );
+    }
+    // Rows behind the figures: 5 palette budgets x 6 data sets; 2 budgets x 3 methods x 4 data
+    // sets; latency at batch 1 and 2 for every distinct exported model.
+    assert_eq!(rows_of(&t, "palette").len(), 6 * 5);
+    assert_eq!(sel.len(), 4 * 2 * 3);
+    assert_eq!(rows_of(&t, "predictor").len(), 4);
+    assert!(lat.iter().any(|r| r["keys"]["batch"] == 2));
 
     // Nothing changed: nothing runs.
     let out = tofa(d.path(), &["-p", "smoke", "run", "paper"]);
