@@ -582,7 +582,7 @@ fn selection(p: &ArtifactParams, rows: &[Row], dir: &std::path::Path) -> Result<
             .filter(|r| r.table == "selection" && key(r, "method") == Some(method))
         {
             let m = &r.metrics;
-            let b = num(&r.keys, "budget_mflops").unwrap_or(f64::NAN);
+            let b = num(m, "budget_mflops").unwrap_or(f64::NAN);
             if let Some(a) = num(m, "test_acc") {
                 pts.push((b, a));
             }

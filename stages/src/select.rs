@@ -150,7 +150,8 @@ pub struct PaletteEntry {
 impl StageKind for Palette {
     type Params = PaletteParams;
     const NAME: &'static str = "palette";
-    const VERSION: &'static str = "1";
+    // 2: rows keyed by budget index (budgets closer than 0.01 MFLOPs collided).
+    const VERSION: &'static str = "2";
 
     fn run(&self, p: &PaletteParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
@@ -186,15 +187,16 @@ impl StageKind for Palette {
             add("budget", Some(s.budget.limit / 1e6), &s.config)?;
         }
         crate::write_json(&ctx.out("palette.json"), &entries)?;
-        for (e, s) in entries.iter().skip(2).zip(&picks) {
+        for (i, (e, s)) in entries.iter().skip(2).zip(&picks).enumerate() {
             ctx.emit(
                 "palette",
                 map![
                     ("dataset", data.spec.name.clone()),
                     ("variant", t.variant.clone()),
-                    ("budget_mflops", round2(s.budget.limit / 1e6))
+                    ("budget", i)
                 ],
                 map![
+                    ("budget_mflops", s.budget.limit / 1e6),
                     ("subnet", e.id.clone()),
                     ("mflops", e.mflops),
                     ("test_acc", e.test_acc),
@@ -206,10 +208,6 @@ impl StageKind for Palette {
         }
         Ok(())
     }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// `selection`: per budget, the fixed rule against random search and evolutionary search
@@ -244,7 +242,8 @@ fn thousand() -> usize {
 impl StageKind for Selection {
     type Params = SelectionParams;
     const NAME: &'static str = "selection";
-    const VERSION: &'static str = "1";
+    // 2: rows keyed by budget index.
+    const VERSION: &'static str = "2";
 
     fn run(&self, p: &SelectionParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
@@ -318,6 +317,7 @@ impl StageKind for Selection {
             ],
         );
         for (method, limit, cfg, cost, share) in rows {
+            let budget = limits.iter().position(|l| *l == limit).unwrap_or(0);
             let val = tester.validate(&cfg)?.accuracy * 100.0;
             let test = tester.test(&cfg)?.accuracy * 100.0;
             progress.inc(1);
@@ -333,10 +333,11 @@ impl StageKind for Selection {
                 "selection",
                 map![
                     ("dataset", data.spec.name.clone()),
-                    ("budget_mflops", round2(limit / 1e6)),
+                    ("budget", budget),
                     ("method", method)
                 ],
                 map![
+                    ("budget_mflops", limit / 1e6),
                     ("subnet", cfg.id()),
                     ("mflops", mflops),
                     ("val_acc", val),
