@@ -265,12 +265,26 @@ impl From<NamingParam> for Naming {
     }
 }
 
-/// Downloads (or finds in the cache) one file of a hub model repo.
-pub fn hub_file(repo: &str, revision: &str, file: &str) -> Result<PathBuf, StageError> {
-    let mut b = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(false)
-        .with_token(std::env::var("HF_TOKEN").ok());
-    if let Ok(e) = std::env::var("HF_ENDPOINT") {
+/// Downloads (or finds in hf-hub's cache) one file of a hub model repo. `endpoint` defaults to
+/// `$HF_ENDPOINT`, else the public hub; `cache` to hf-hub's (`$HF_HOME/hub`); `$HF_TOKEN` is
+/// sent when set.
+pub fn hub_file(
+    repo: &str,
+    revision: &str,
+    file: &str,
+    endpoint: Option<&str>,
+    cache: Option<&Path>,
+) -> Result<PathBuf, StageError> {
+    let mut b = match cache {
+        Some(dir) => hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(dir.into())),
+        None => hf_hub::api::sync::ApiBuilder::from_env(),
+    }
+    .with_progress(false)
+    .with_token(std::env::var("HF_TOKEN").ok());
+    if let Some(e) = endpoint
+        .map(str::to_owned)
+        .or_else(|| std::env::var("HF_ENDPOINT").ok())
+    {
         b = b.with_endpoint(e.trim_end_matches('/').to_owned());
     }
     let api = b
@@ -331,7 +345,7 @@ impl StageKind for Pretrain {
                 naming,
             } => {
                 ctx.progress.message(&format!("fetching {repo}/{file}"));
-                let path = hub_file(repo, revision, file)?;
+                let path = hub_file(repo, revision, file, None, None)?;
                 load_weights(&net, &path, *naming)?
             }
         };
