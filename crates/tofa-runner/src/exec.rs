@@ -385,6 +385,8 @@ impl<'a> Runner<'a> {
         let mut entries: BTreeMap<usize, Entry> = BTreeMap::new();
         let mut records: BTreeMap<usize, StageRecord> = BTreeMap::new();
         let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+        // Ready stages that must run, resolved (key, reason) but waiting for a free job slot.
+        let mut pending: BTreeMap<usize, (KeyInput, String, bool, String)> = BTreeMap::new();
         let overall = opts.display.overall(selection.len() as u64);
         let display = &opts.display;
 
@@ -434,56 +436,68 @@ impl<'a> Runner<'a> {
                             }
                             continue;
                         }
-                        let Some(input) = self.key_input(i, &entries) else {
-                            continue;
-                        };
-                        let key = input.key();
-                        let forced = self.forced(&s.id, &opts.force);
-                        let reason;
-                        if !forced {
-                            match self.cache.lookup(&key)? {
-                                Lookup::Hit(e) => {
-                                    self.cache.write_pointer(
-                                        &self.plan.profile,
-                                        &s.id,
-                                        &Pointer {
-                                            key: key.clone(),
-                                            input,
-                                        },
-                                    )?;
-                                    entries.insert(i, *e);
-                                    records.insert(
-                                        i,
-                                        StageRecord {
-                                            id: s.id.clone(),
-                                            key: Some(key),
-                                            outcome: Outcome::Cached,
-                                        },
-                                    );
-                                    ready.remove(&i);
-                                    release(i, &users, &mut waiting, &mut ready);
-                                    progressed = true;
-                                    if let Some(b) = &overall {
-                                        b.inc(1);
-                                    }
+                        // A stage that must run but found no free slot was resolved already:
+                        // look it up once, not again after every completion (that made a wide
+                        // DAG quadratic in cache look-ups).
+                        let (input, key, forced, reason) = match pending.remove(&i) {
+                            Some(p) => p,
+                            None => {
+                                let Some(input) = self.key_input(i, &entries) else {
                                     continue;
+                                };
+                                let key = input.key();
+                                let forced = self.forced(&s.id, &opts.force);
+                                let reason;
+                                if !forced {
+                                    match self.cache.lookup(&key)? {
+                                        Lookup::Hit(e) => {
+                                            self.cache.write_pointer(
+                                                &self.plan.profile,
+                                                &s.id,
+                                                &Pointer {
+                                                    key: key.clone(),
+                                                    input,
+                                                },
+                                            )?;
+                                            entries.insert(i, *e);
+                                            records.insert(
+                                                i,
+                                                StageRecord {
+                                                    id: s.id.clone(),
+                                                    key: Some(key),
+                                                    outcome: Outcome::Cached,
+                                                },
+                                            );
+                                            ready.remove(&i);
+                                            release(i, &users, &mut waiting, &mut ready);
+                                            progressed = true;
+                                            if let Some(b) = &overall {
+                                                b.inc(1);
+                                            }
+                                            continue;
+                                        }
+                                        Lookup::Corrupt(why) => {
+                                            display.line(&format!("warn  {}: cache entry {key} is corrupt ({why}); rebuilding", s.id));
+                                            reason = format!("corrupt entry rebuilt: {why}");
+                                        }
+                                        Lookup::Miss => {
+                                            reason = match self
+                                                .cache
+                                                .read_pointer(&self.plan.profile, &s.id)
+                                            {
+                                                Some(p) => diff_reason(&p.input, &input),
+                                                None => "never built".into(),
+                                            };
+                                        }
+                                    }
+                                } else {
+                                    reason = "forced".into();
                                 }
-                                Lookup::Corrupt(why) => {
-                                    display.line(&format!("warn  {}: cache entry {key} is corrupt ({why}); rebuilding", s.id));
-                                    reason = format!("corrupt entry rebuilt: {why}");
-                                }
-                                Lookup::Miss => {
-                                    reason =
-                                        match self.cache.read_pointer(&self.plan.profile, &s.id) {
-                                            Some(p) => diff_reason(&p.input, &input),
-                                            None => "never built".into(),
-                                        };
-                                }
+                                (input, key, forced, reason)
                             }
-                        } else {
-                            reason = "forced".into();
-                        }
+                        };
                         let Some(slot) = free_pools.pop() else {
+                            pending.insert(i, (input, key, forced, reason));
                             continue;
                         };
                         ready.remove(&i);
