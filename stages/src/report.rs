@@ -253,33 +253,21 @@ fn datasets_table(
     rows: &[Row],
     dir: &std::path::Path,
 ) -> Result<Made, StageError> {
-    let mut t = Table::new(
-        &p.title,
-        &[
-            "data set",
-            "classes",
-            "train",
-            "labelled",
-            "unlabelled",
-            "validation",
-            "test",
-            "resolution",
-        ],
-    );
+    const COUNTS: [&str; 7] = [
+        "classes",
+        "train",
+        "labelled",
+        "unlabelled",
+        "validation",
+        "test",
+        "resolution",
+    ];
+    let mut cols = vec!["data set"];
+    cols.extend(COUNTS);
+    let mut t = Table::new(&p.title, &cols);
     for r in rows.iter().filter(|r| r.table == "datasets") {
-        let m = &r.metrics;
         let mut row = vec![Cell::text(key(r, "dataset").unwrap_or("?"))];
-        for k in [
-            "classes",
-            "train",
-            "labelled",
-            "unlabelled",
-            "validation",
-            "test",
-            "resolution",
-        ] {
-            row.push(cell(num(m, k), 0));
-        }
+        row.extend(COUNTS.iter().map(|k| cell(num(&r.metrics, k), 0)));
         t.push(row)?;
     }
     write_table(p, &t, dir, "")
@@ -765,21 +753,6 @@ pub struct ReportParams {
     pub order: Vec<String>,
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")?
-                    .split(':')
-                    .nth(1)
-                    .map(str::trim)
-                    .map(String::from)
-            })
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
 fn git_commit() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -797,6 +770,7 @@ impl StageKind for Report {
     const VERSION: &'static str = "1";
 
     fn run(&self, p: &ReportParams, ctx: &mut StageContext) -> Result<(), BoxError> {
+        std::fs::create_dir_all(ctx.out("publish"))?;
         let mut sections: Vec<(String, String, f64)> = Vec::new();
         for d in ctx.deps.values().filter(|d| d.kind == "artifact") {
             let pub_dir = d.dir.join("publish");
@@ -812,10 +786,7 @@ impl StageKind for Report {
                 if let Some(stem) = name.strip_suffix(".md") {
                     sections.push((stem.to_string(), std::fs::read_to_string(&path)?, wall));
                 } else {
-                    std::fs::copy(&path, ctx.out("publish").join(&name)).or_else(|_| {
-                        std::fs::create_dir_all(ctx.out("publish"))?;
-                        std::fs::copy(&path, ctx.out("publish").join(&name))
-                    })?;
+                    std::fs::copy(&path, ctx.out("publish").join(&name))?;
                 }
             }
         }
@@ -837,7 +808,7 @@ impl StageKind for Report {
         let _ = writeln!(
             md,
             "| machine | {} ({} logical CPUs), candle CPU backend, {} thread(s) per stage |",
-            cpu_model(),
+            tofa_select::device::machine().cpu_model,
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             ctx.threads
         );

@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use tofa_nn::{Omega, SubnetConfig};
 use tofa_runner::BoxError;
@@ -89,24 +88,13 @@ fn trained(ctx: &StageContext) -> Result<Trained, StageError> {
     })
 }
 
-fn resized(calib: &[Tensor], r: usize) -> Result<Vec<Tensor>, StageError> {
-    calib
-        .iter()
-        .map(|x| {
-            let (_, _, h, w) = x.dims4().map_err(tofa_nn::NnError::from)?;
-            Ok(if (h, w) == (r, r) {
-                x.clone()
-            } else {
-                x.upsample_bilinear2d(r, r, false)
-                    .map_err(tofa_nn::NnError::from)?
-            })
-        })
-        .collect()
-}
-
 /// Exports `cfg` (with BN statistics recalibrated as the tester does) to `dir`.
 pub fn export(tester: &Tester<'_>, cfg: &SubnetConfig, dir: &Path) -> Result<(), StageError> {
-    let calib = resized(&tester.calib, cfg.resolution)?;
+    let calib = tester
+        .calib
+        .iter()
+        .map(|x| tofa_train::resize(x, cfg.resolution))
+        .collect::<Result<Vec<_>, _>>()?;
     let stats = tester.model.net.recalibrate_bn(cfg, &calib)?;
     tofa_nn::export_subnet(&tester.model.net, cfg, Some(&stats), dir)?;
     Ok(())

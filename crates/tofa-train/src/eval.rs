@@ -54,7 +54,8 @@ pub fn calibration_batches(
         .collect()
 }
 
-fn resize(x: &Tensor, r: usize) -> Result<Tensor> {
+/// `x` (`[B, C, h, w]`) resized to `r x r` (bilinear); unchanged when it already is.
+pub fn resize(x: &Tensor, r: usize) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     Ok(if (h, w) == (r, r) {
         x.clone()

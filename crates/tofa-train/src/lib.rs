@@ -43,7 +43,7 @@ pub mod train;
 
 pub use config::{LrSchedule, TrainConfig, Variant};
 pub use error::{Result, Stage, TrainError};
-pub use eval::{EvalResult, calibration_batches, evaluate, evaluate_raw};
+pub use eval::{EvalResult, calibration_batches, evaluate, evaluate_raw, resize};
 pub use train::{
     IterRecord, PretrainMode, SingleMode, TrainCost, TrainData, TrainOutcome, TrainProgress,
     pretrain, train_single, train_tofa,
