@@ -35,7 +35,7 @@ impl From<Activation> for Fn1 {
 
 impl Fn1 {
     #[inline]
-    fn f(self, x: f32) -> f32 {
+    pub(crate) fn f(self, x: f32) -> f32 {
         match self {
             Fn1::Relu => x.max(0.0),
             Fn1::Relu6 => x.clamp(0.0, 6.0),
@@ -46,7 +46,7 @@ impl Fn1 {
 
     /// Derivative (PyTorch's choice at the kinks: 0 at relu's 0, 0 at relu6's ends).
     #[inline]
-    fn df(self, x: f32) -> f32 {
+    pub(crate) fn df(self, x: f32) -> f32 {
         match self {
             Fn1::Relu => (x > 0.0) as u8 as f32,
             Fn1::Relu6 => (x > 0.0 && x < 6.0) as u8 as f32,

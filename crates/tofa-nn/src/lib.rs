@@ -73,6 +73,7 @@ pub mod cost;
 pub mod dwconv;
 pub mod error;
 pub mod export;
+pub mod nhwc;
 pub mod omega;
 pub mod optim;
 pub mod pretrained;

@@ -7,10 +7,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::bn::{batch_norm_train, batch_stats};
 use crate::config::SubnetConfig;
-use crate::dwconv::depthwise_conv2d_padded;
 use crate::error::{NnError, Result};
+use crate::nhwc::{self, BatchStats, FusedSpec, Layout4, Norm};
 use crate::space::{Activation, Padding, SearchSpace, max_of, se_channels};
 
 const BN_MOMENTUM: f64 = 0.1;
@@ -522,8 +521,8 @@ impl Supernet {
             params: 0,
         };
         let s = &self.space;
-        let mut x = conv_full(&mut ctx, x, &self.stem.0, cfg.stem_width, s.stem.stride)?;
-        x = act(&bn(&mut ctx, &x, &self.stem.1)?, s.stem.act)?;
+        // activations are channels-last from the stem on (see `crate::nhwc`)
+        let mut x = stem(&mut ctx, x, &self.stem, cfg.stem_width, s)?;
         for (blocks, (st, sc)) in self.stages.iter().zip(s.stages.iter().zip(&cfg.stages)) {
             for (j, blk) in blocks.iter().take(sc.depth).enumerate() {
                 let stride = if j == 0 { st.stride } else { 1 };
@@ -537,9 +536,16 @@ impl Supernet {
             Some(e) => last * e,
             None => cfg.head_width,
         };
-        x = conv1x1(&mut ctx, &x, &self.head.conv, conv_out)?;
-        x = act(&bn(&mut ctx, &x, &self.head.bn)?, s.head.act)?;
-        let mut f = x.mean((2, 3))?;
+        x = pointwise(
+            &mut ctx,
+            &x,
+            &self.head.conv,
+            &self.head.bn,
+            conv_out,
+            Some(s.head.act),
+        )?;
+        let (b, h, w, c) = x.dims4()?;
+        let mut f = x.reshape((b, h * w, c))?.mean(1)?;
         if let Some((mw, mb)) = &self.head.mix {
             f = act(&linear(&mut ctx, &f, mw, mb, cfg.head_width)?, s.head.act)?;
         }
@@ -583,6 +589,7 @@ fn drop_connect(x: &Tensor, p: f32, rng: &mut dyn RngCore) -> Result<Tensor> {
     Ok(x.broadcast_mul(&Tensor::from_vec(mask, (b, 1, 1, 1), x.device())?)?)
 }
 
+/// One MBConv block on NHWC activations `[B, H, W, C]`.
 #[allow(clippy::too_many_arguments)]
 fn block(
     ctx: &mut Ctx,
@@ -594,7 +601,7 @@ fn block(
     stride: usize,
     a: Activation,
 ) -> Result<Tensor> {
-    let inp = x.dim(1)?;
+    let inp = x.dim(3)?;
     let mut h = x.clone();
     let mut mid = inp;
     if e > 1 {
@@ -603,25 +610,31 @@ fn block(
             .as_ref()
             .ok_or_else(|| NnError::Input("expansion conv missing".into()))?;
         mid = inp * e;
-        let y = conv1x1(ctx, &h, conv, mid)?;
-        h = act(&bn(ctx, &y, bnl)?, a)?;
+        h = pointwise(ctx, &h, conv, bnl, mid, Some(a))?;
     }
     let w = dw_kernel(b, mid, k)?;
-    let pads = ctx.padding.pads(h.dim(2)?, k, stride);
-    h = depthwise_conv2d_padded(&h, &w, stride, pads)?;
-    let (_, _, ho, wo) = h.dims4()?;
+    let pads = ctx.padding.pads(h.dim(1)?, k, stride);
+    let spec = ctx.spec(&b.dw.1, mid, stride, pads, Some(a))?;
+    let (y, stats) = nhwc::dw_bn_act(
+        &h,
+        &w,
+        &bn_slice(&b.dw.1.gamma, mid)?,
+        &bn_slice(&b.dw.1.beta, mid)?,
+        spec,
+    )?;
+    ctx.after_bn(&b.dw.1, stats, y.elem_count() / mid)?;
+    h = y;
+    let (bs, ho, wo, _) = h.dims4()?;
     ctx.macs += (mid * k * k * ho * wo) as u64;
     ctx.params += (mid * k * k) as u64;
-    h = act(&bn(ctx, &h, &b.dw.1)?, a)?;
     if let Some(se) = &b.se {
         let r = se_channels(mid);
-        let s = h.mean_keepdim((2, 3))?.flatten_from(1)?;
+        let s = h.reshape((bs, ho * wo, mid))?.mean(1)?;
         let s = linear(ctx, &s, &se.reduce_w, &se.reduce_b, r)?.relu()?;
         let s = hsigmoid(&linear(ctx, &s, &se.expand_w, &se.expand_b, mid)?)?;
-        h = h.broadcast_mul(&s.unsqueeze(2)?.unsqueeze(3)?)?;
+        h = h.broadcast_mul(&s.reshape((bs, 1, 1, mid))?)?;
     }
-    let y = conv1x1(ctx, &h, &b.project.0, out)?;
-    h = bn(ctx, &y, &b.project.1)?;
+    h = pointwise(ctx, &h, &b.project.0, &b.project.1, out, None)?;
     if stride == 1 && inp == out {
         if let Run::Train(o) = &mut ctx.run
             && o.drop_connect > 0.0
@@ -651,85 +664,62 @@ fn dw_kernel(b: &Block, mid: usize, k: usize) -> Result<Tensor> {
     Ok(w.narrow(2, off, k)?.narrow(3, off, k)?)
 }
 
-/// Full (non-grouped) conv with `out` leading output channels; used for the stem.
-fn conv_full(ctx: &mut Ctx, x: &Tensor, c: &Conv, out: usize, stride: usize) -> Result<Tensor> {
-    let (_, inp, k, _) = c.w.dims4()?;
-    let w = c.w.narrow(0, 0, out)?;
-    let pads = ctx.padding.pads(x.dim(2)?, k, stride);
-    let y = conv2d_im2col(x, &w, stride, pads)?;
-    let (_, _, ho, wo) = y.dims4()?;
+/// The stem: a full `k x k` convolution of the NCHW image + BN + activation, output NHWC.
+fn stem(
+    ctx: &mut Ctx,
+    x: &Tensor,
+    (conv, bnl): &(Conv, Bn),
+    out: usize,
+    s: &SearchSpace,
+) -> Result<Tensor> {
+    let (_, inp, k, _) = conv.w.dims4()?;
+    let w = conv.w.narrow(0, 0, out)?;
+    let pads = ctx.padding.pads(x.dim(2)?, k, s.stem.stride);
+    let spec = ctx.spec(bnl, out, s.stem.stride, pads, Some(s.stem.act))?;
+    let (y, stats) = nhwc::conv_bn_act(
+        x,
+        &w,
+        &bn_slice(&bnl.gamma, out)?,
+        &bn_slice(&bnl.beta, out)?,
+        Layout4::Nchw,
+        spec,
+    )?;
+    ctx.after_bn(bnl, stats, y.elem_count() / out)?;
+    let (_, ho, wo, _) = y.dims4()?;
     ctx.macs += (out * inp * k * k * ho * wo) as u64;
     ctx.params += (out * inp * k * k) as u64;
     Ok(y)
 }
 
-/// Every `(ky, kx)` tap of the zero-padded input `xp` `[B, C, H, W]` at stride `stride`:
-/// returns `[B, C, Ho, Wo]` for each tap.
-fn tap(xp: &Tensor, ky: usize, kx: usize, ho: usize, wo: usize, stride: usize) -> Result<Tensor> {
-    let (b, c, _, _) = xp.dims4()?;
-    let mut t = xp.narrow(2, ky, stride * ho)?.narrow(3, kx, stride * wo)?;
-    if stride > 1 {
-        // rows ky, ky + s, ...: view as [.., ho, s, ..] and keep index 0 (no strided slicing)
-        t = t
-            .reshape((b, c, ho, stride, stride * wo))?
-            .narrow(3, 0, 1)?
-            .squeeze(3)?;
-        t = t
-            .reshape((b, c, ho, wo, stride))?
-            .narrow(4, 0, 1)?
-            .squeeze(4)?;
-    }
-    Ok(t)
-}
-
-/// A full convolution (groups 1, padding `lo` before and `hi` after) as im2col + matmul, built
-/// from candle ops
-/// that have cheap backward passes. Used for the stem, whose 3 input channels make candle's
-/// `conv2d` backward (transposed convolutions) by far the slowest op of a training step.
-///
-/// # Shapes
-/// - `x`: `[B, C, H, W]`, `w`: `[O, C, k, k]`; returns
-///   `[B, O, (H + lo + hi - k) / s + 1, (W + lo + hi - k) / s + 1]`
-pub(crate) fn conv2d_im2col(
+/// 1x1 conv with the leading `out x in` block of the weight + BN + activation (`None`: linear),
+/// on NHWC activations: one GEMM over all pixels.
+fn pointwise(
+    ctx: &mut Ctx,
     x: &Tensor,
-    w: &Tensor,
-    stride: usize,
-    (lo, hi): (usize, usize),
+    c: &Conv,
+    bnl: &Bn,
+    out: usize,
+    a: Option<Activation>,
 ) -> Result<Tensor> {
-    let (b, c, h, wd) = x.dims4()?;
-    let (o, _, k, _) = w.dims4()?;
-    let (ho, wo) = (
-        (h + lo + hi - k) / stride + 1,
-        (wd + lo + hi - k) / stride + 1,
-    );
-    // pad right/bottom by hi + stride so every tap's `stride * ho` window fits
-    let xp = x
-        .pad_with_zeros(2, lo, hi + stride)?
-        .pad_with_zeros(3, lo, hi + stride)?;
-    let mut taps = Vec::with_capacity(k * k);
-    for ky in 0..k {
-        for kx in 0..k {
-            taps.push(tap(&xp, ky, kx, ho, wo, stride)?.unsqueeze(2)?);
-        }
-    }
-    let cols = Tensor::cat(&taps, 2)?.reshape((b, c * k * k, ho * wo))?;
-    let y = w.reshape((o, c * k * k))?.broadcast_matmul(&cols)?;
-    Ok(y.reshape((b, o, ho, wo))?)
-}
-
-/// 1x1 conv as a batched matmul: `[out, in] x [B, in, HW]`.
-fn conv1x1(ctx: &mut Ctx, x: &Tensor, c: &Conv, out: usize) -> Result<Tensor> {
-    let (b, inp, h, w) = x.dims4()?;
-    let wt =
-        c.w.narrow(0, 0, out)?
-            .narrow(1, 0, inp)?
-            .reshape((out, inp))?;
-    let y = wt
-        .broadcast_matmul(&x.reshape((b, inp, h * w))?)?
-        .reshape((b, out, h, w))?;
+    let (_, h, w, inp) = x.dims4()?;
+    let wt = c.w.narrow(0, 0, out)?.narrow(1, 0, inp)?;
+    let spec = ctx.spec(bnl, out, 1, (0, 0), a)?;
+    let (y, stats) = nhwc::conv_bn_act(
+        x,
+        &wt,
+        &bn_slice(&bnl.gamma, out)?,
+        &bn_slice(&bnl.beta, out)?,
+        Layout4::Nhwc,
+        spec,
+    )?;
+    ctx.after_bn(bnl, stats, y.elem_count() / out)?;
     ctx.macs += (out * inp * h * w) as u64;
     ctx.params += (out * inp) as u64;
     Ok(y)
+}
+
+fn bn_slice(v: &Var, c: usize) -> Result<Tensor> {
+    Ok(v.narrow(0, 0, c)?)
 }
 
 /// `x [B, in] -> [B, out]` with the leading `out x in` block of `w` and `out` of `b`.
@@ -742,136 +732,79 @@ fn linear(ctx: &mut Ctx, x: &Tensor, w: &Var, b: &Var, out: usize) -> Result<Ten
     Ok(x.matmul(&w.t()?)?.broadcast_add(&b)?)
 }
 
-fn bn(ctx: &mut Ctx, x: &Tensor, l: &Bn) -> Result<Tensor> {
-    let c = x.dim(1)?;
-    ctx.params += 2 * c as u64;
-    let gamma = l.gamma.narrow(0, 0, c)?;
-    let beta = l.beta.narrow(0, 0, c)?;
-    let eps = ctx.eps;
-    match &mut ctx.run {
-        Run::Eval(stats) => {
-            let (m, v) = match stats.and_then(|s| s.stats.get(&l.name)) {
-                Some((m, v)) => (m.clone(), v.clone()),
-                None => (l.mean.narrow(0, 0, c)?, l.var.narrow(0, 0, c)?),
-            };
-            let scale = (gamma / (v + eps)?.sqrt()?)?;
-            let shift = (beta - (m * &scale)?)?;
-            Ok(x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-                .broadcast_add(&shift.reshape((1, c, 1, 1))?)?)
-        }
-        Run::Calibrate(acc) => {
-            let (md, vd) = batch_stats(x)?;
-            let sum = match acc.remove(&l.name) {
-                Some((m, v)) => ((m + &md)?, (v + &vd)?),
-                None => (md, vd),
-            };
-            acc.insert(l.name.clone(), sum);
-            batch_norm_train(x, &gamma, &beta, eps)
-        }
-        Run::Train(o) => {
-            if o.update_bn_stats {
-                let (md, vd) = batch_stats(x)?;
-                let n = (x.elem_count() / c) as f64;
-                let unbiased = (vd * (n / (n - 1.0).max(1.0)))?;
-                let upd = |buf: &Var, v: &Tensor| -> Result<()> {
-                    let old = buf.as_tensor().narrow(0, 0, c)?;
-                    let new = ((old * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?;
-                    let full = buf
-                        .as_tensor()
-                        .slice_assign(std::slice::from_ref(&(0..c)), &new)?;
-                    buf.set(&full)?;
-                    Ok(())
+impl Ctx<'_, '_> {
+    /// The fused op's options for BN layer `l` on `c` channels: batch statistics when training
+    /// or re-calibrating; in evaluation the recalibrated statistics when given, else the
+    /// shared running statistics sliced.
+    fn spec(
+        &mut self,
+        l: &Bn,
+        c: usize,
+        stride: usize,
+        pads: (usize, usize),
+        a: Option<Activation>,
+    ) -> Result<FusedSpec> {
+        self.params += 2 * c as u64;
+        let norm = match &self.run {
+            Run::Eval(stats) => {
+                let (m, v) = match stats.and_then(|s| s.stats.get(&l.name)) {
+                    Some((m, v)) => (m.clone(), v.clone()),
+                    None => (l.mean.narrow(0, 0, c)?, l.var.narrow(0, 0, c)?),
                 };
-                upd(&l.mean, &md)?;
-                upd(&l.var, &unbiased)?;
+                Norm::Fixed {
+                    mean: m.to_vec1()?,
+                    var: v.to_vec1()?,
+                }
             }
-            batch_norm_train(x, &gamma, &beta, eps)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Var;
-
-    #[test]
-    fn im2col_conv_matches_candle_conv2d() {
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let mut r = |shape: &[usize]| {
-            let n: usize = shape.iter().product();
-            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-            Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
+            Run::Calibrate(_) | Run::Train(_) => Norm::Batch,
         };
-        for (k, s, h, w) in [
-            (3, 2, 8, 8),
-            (3, 1, 5, 7),
-            (3, 2, 7, 9),
-            (5, 2, 6, 6),
-            (1, 1, 3, 3),
-            (3, 2, 1, 1),
-        ] {
-            let x = r(&[2, 3, h, w]);
-            let wt = r(&[4, 3, k, k]);
-            let ours = conv2d_im2col(&x, &wt, s, (k / 2, k / 2)).unwrap();
-            let want = x.conv2d(&wt, k / 2, s, 1, 1).unwrap();
-            assert_eq!(ours.dims(), want.dims(), "k{k} s{s} {h}x{w}");
-            let d = (&ours - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(d < 1e-5, "{d}");
-            // asymmetric (TensorFlow SAME) padding: as candle's conv on the pre-padded input
-            let (lo, hi) = Padding::Same.pads(h, k, s);
-            if h == w {
-                let same = conv2d_im2col(&x, &wt, s, (lo, hi)).unwrap();
-                let xp = x
-                    .pad_with_zeros(2, lo, hi)
-                    .unwrap()
-                    .pad_with_zeros(3, lo, hi)
-                    .unwrap();
-                let want = xp.conv2d(&wt, 0, s, 1, 1).unwrap();
-                assert_eq!(same.dims(), want.dims());
-                let d = (&same - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(d < 1e-5, "same k{k} s{s} {h}: {d}");
+        Ok(FusedSpec {
+            stride,
+            pads,
+            eps: self.eps,
+            act: a.map(Into::into),
+            norm,
+        })
+    }
+
+    /// Books the batch statistics a fused op measured over `n` values per channel: into the
+    /// running statistics (momentum 0.1, unbiased variance) when training with updates, into
+    /// the re-calibration sums when re-calibrating.
+    fn after_bn(&mut self, l: &Bn, stats: Option<BatchStats>, n: usize) -> Result<()> {
+        let Some(st) = stats else {
+            return Ok(());
+        };
+        let c = st.mean.len();
+        match &mut self.run {
+            Run::Eval(_) => {}
+            Run::Calibrate(acc) => {
+                let md = Tensor::from_vec(st.mean, c, &Device::Cpu)?;
+                let vd = Tensor::from_vec(st.var, c, &Device::Cpu)?;
+                let sum = match acc.remove(&l.name) {
+                    Some((m, v)) => ((m + &md)?, (v + &vd)?),
+                    None => (md, vd),
+                };
+                acc.insert(l.name.clone(), sum);
             }
-            let probe = r(want.dims());
-            let g1 = (ours * probe.as_tensor())
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g2 = (want * probe.as_tensor())
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for v in [&x, &wt] {
-                let a = g1.get(v).unwrap();
-                let b = g2.get(v).unwrap();
-                let d = (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(d < 1e-4, "grad {d}");
+            Run::Train(o) => {
+                if o.update_bn_stats {
+                    let unbias = n as f64 / (n as f64 - 1.0).max(1.0);
+                    let upd = |buf: &Var, new: &[f32], k: f64| -> Result<()> {
+                        let mut all: Vec<f32> = buf.as_tensor().to_vec1()?;
+                        for (old, v) in all.iter_mut().zip(new) {
+                            *old = ((*old as f64) * (1.0 - BN_MOMENTUM)
+                                + (*v as f64) * k * BN_MOMENTUM)
+                                as f32;
+                        }
+                        let len = all.len();
+                        buf.set(&Tensor::from_vec(all, len, &Device::Cpu)?)?;
+                        Ok(())
+                    };
+                    upd(&l.mean, &st.mean, 1.0)?;
+                    upd(&l.var, &st.var, unbias)?;
+                }
             }
         }
+        Ok(())
     }
 }
