@@ -3,8 +3,13 @@
 
 mod benchmarks;
 
-criterion::criterion_main! {
-    benchmarks::dwconv::benches,
-    benchmarks::block::benches,
-    benchmarks::train_step::benches,
+fn main() {
+    // as every binary of the workspace does (see `tofa_nn::runtime`)
+    tofa_nn::runtime::tune_allocator();
+    benchmarks::dwconv::benches();
+    benchmarks::block::benches();
+    benchmarks::train_step::benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
 }

@@ -1,6 +1,6 @@
 //! Times the pieces of a `small` maxnet training step (batch 32): forward, backward, SGD.
 //!
-//! `RAYON_NUM_THREADS=2 cargo run --release -p tofa-nn --example profile_step -- 32`
+//! `RAYON_NUM_THREADS=2 cargo run --release -p tofa-nn --example profile_step -- 32 [steps]`
 
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use tofa_nn::{Mode, SearchSpace, Sgd, SgdConfig, SubnetConfig, Supernet, TrainOpts};
 
 fn main() -> tofa_nn::Result<()> {
+    tofa_nn::runtime::tune_allocator();
     let hw: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -37,7 +38,12 @@ fn main() -> tofa_nn::Result<()> {
         },
     );
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    for i in 0..4 {
+    let steps: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(8);
+    let mut totals = Vec::new();
+    for i in 0..steps {
         let t0 = Instant::now();
         let mode = Mode::Train(TrainOpts {
             rng: &mut rng,
@@ -59,6 +65,13 @@ fn main() -> tofa_nn::Result<()> {
             (t3 - t2).as_secs_f64() * 1e3,
             (t3 - t0).as_secs_f64() * 1e3
         );
+        if i > 0 {
+            totals.push((t3 - t0).as_secs_f64() * 1e3);
+        }
+    }
+    totals.sort_by(f64::total_cmp);
+    if let Some(m) = totals.get(totals.len() / 2) {
+        eprintln!("median step (first excluded): {m:.0} ms");
     }
     Ok(())
 }

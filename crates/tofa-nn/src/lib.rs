@@ -77,6 +77,7 @@ pub mod nhwc;
 pub mod omega;
 pub mod optim;
 pub mod pretrained;
+pub mod runtime;
 pub mod space;
 pub mod supernet;
 

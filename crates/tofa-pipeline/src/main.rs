@@ -5,6 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    tofa_nn::runtime::tune_allocator();
     // One thread pool per stage, sized by the runner; keep candle/gemm from oversubscribing.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // SAFETY: called before any thread is spawned.

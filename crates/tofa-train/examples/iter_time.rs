@@ -17,6 +17,7 @@ use tofa_nn::{SearchSpace, SubnetConfig, Supernet};
 use tofa_train::{SingleMode, TrainConfig, TrainData, Variant, train_single, train_tofa};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tofa_nn::runtime::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let iters: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
     let spaces: Vec<String> = if args.len() > 1 {
