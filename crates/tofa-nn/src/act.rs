@@ -49,17 +49,15 @@ impl Fn1 {
     pub(crate) fn df(self, x: f32) -> f32 {
         match self {
             Fn1::Relu => (x > 0.0) as u8 as f32,
-            Fn1::Relu6 => (x > 0.0 && x < 6.0) as u8 as f32,
+            // `&` rather than `&&` and selects rather than branches: the loops that call these
+            // vectorise
+            Fn1::Relu6 => ((x > 0.0) & (x < 6.0)) as u8 as f32,
             Fn1::Hswish => {
-                if x < -3.0 {
-                    0.0
-                } else if x > 3.0 {
-                    1.0
-                } else {
-                    (2.0 * x + 3.0) / 6.0
-                }
+                let mid = (2.0 * x + 3.0) / 6.0;
+                let hi = if x > 3.0 { 1.0 } else { mid };
+                if x < -3.0 { 0.0 } else { hi }
             }
-            Fn1::Hsigmoid => (x > -3.0 && x < 3.0) as u8 as f32 / 6.0,
+            Fn1::Hsigmoid => ((x > -3.0) & (x < 3.0)) as u8 as f32 / 6.0,
         }
     }
 }

@@ -260,20 +260,39 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: Ma
 // ---------------------------------------------------------------------------------------------
 // batch norm + activation epilogue over `[rows, c]`
 
-#[inline(always)]
-fn act_f(a: Option<Fn1>) -> impl Fn(f32) -> f32 + Copy {
-    move |x| match a {
-        None => x,
-        Some(f) => f.f(x),
-    }
-}
-
-#[inline(always)]
-fn act_df(a: Option<Fn1>) -> impl Fn(f32) -> f32 + Copy {
-    move |x| match a {
-        None => 1.0,
-        Some(f) => f.df(x),
-    }
+/// Expands `$body` once per activation with `$f` (the function) and `$df` (its derivative)
+/// bound to closures of that activation alone, so each copy of the loop is branch-free and
+/// vectorises (a run-time `match` inside the loop does not).
+macro_rules! with_act {
+    ($a:expr, |$f:ident, $df:ident| $body:expr) => {
+        match $a {
+            None => {
+                let $f = |x: f32| x;
+                let $df = |_: f32| 1.0f32;
+                $body
+            }
+            Some(Fn1::Relu) => {
+                let $f = |x: f32| Fn1::Relu.f(x);
+                let $df = |x: f32| Fn1::Relu.df(x);
+                $body
+            }
+            Some(Fn1::Relu6) => {
+                let $f = |x: f32| Fn1::Relu6.f(x);
+                let $df = |x: f32| Fn1::Relu6.df(x);
+                $body
+            }
+            Some(Fn1::Hswish) => {
+                let $f = |x: f32| Fn1::Hswish.f(x);
+                let $df = |x: f32| Fn1::Hswish.df(x);
+                $body
+            }
+            Some(Fn1::Hsigmoid) => {
+                let $f = |x: f32| Fn1::Hsigmoid.f(x);
+                let $df = |x: f32| Fn1::Hsigmoid.df(x);
+                $body
+            }
+        }
+    };
 }
 
 simd_fn!(
@@ -318,12 +337,13 @@ simd_fn!(
     /// `out = act(y * scale + shift)` row by row.
     fn scale_shift_act(y: &[f32], out: &mut [f32], scale: &[f32], shift: &[f32], a: Option<Fn1>) {
         let c = scale.len();
-        let f = act_f(a);
-        for (yr, or) in y.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
-            for (((o, v), sc), sh) in or.iter_mut().zip(yr).zip(scale).zip(shift) {
-                *o = f(v * sc + sh);
+        with_act!(a, |f, _df| {
+            for (yr, or) in y.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+                for (((o, v), sc), sh) in or.iter_mut().zip(yr).zip(scale).zip(shift) {
+                    *o = f(v * sc + sh);
+                }
             }
-        }
+        })
     }
 );
 
@@ -395,20 +415,23 @@ simd_fn!(
         sgx: &mut [f32],
     ) {
         let c = mean.len();
-        let df = act_df(a);
-        for ((yr, gr), zr) in y
-            .chunks_exact(c)
-            .zip(gout.chunks_exact(c))
-            .zip(gz.chunks_exact_mut(c))
-        {
-            for i in 0..c {
-                let v = yr[i];
-                let g = gr[i] * df(v * scale[i] + shift[i]);
-                zr[i] = g;
-                sg[i] += g;
-                sgx[i] += g * ((v - mean[i]) * inv[i]);
+        let (sg, sgx) = (&mut sg[..c], &mut sgx[..c]);
+        let (scale, shift, inv) = (&scale[..c], &shift[..c], &inv[..c]);
+        with_act!(a, |_f, df| {
+            for ((yr, gr), zr) in y
+                .chunks_exact(c)
+                .zip(gout.chunks_exact(c))
+                .zip(gz.chunks_exact_mut(c))
+            {
+                for i in 0..c {
+                    let v = yr[i];
+                    let g = gr[i] * df(v * scale[i] + shift[i]);
+                    zr[i] = g;
+                    sg[i] += g;
+                    sgx[i] += g * ((v - mean[i]) * inv[i]);
+                }
             }
-        }
+        })
     }
 );
 
