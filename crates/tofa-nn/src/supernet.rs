@@ -544,8 +544,7 @@ impl Supernet {
             conv_out,
             Some(s.head.act),
         )?;
-        let (b, h, w, c) = x.dims4()?;
-        let mut f = x.reshape((b, h * w, c))?.mean(1)?;
+        let mut f = nhwc::spatial_mean(&x)?;
         if let Some((mw, mb)) = &self.head.mix {
             f = act(&linear(&mut ctx, &f, mw, mb, cfg.head_width)?, s.head.act)?;
         }
@@ -624,15 +623,15 @@ fn block(
     )?;
     ctx.after_bn(&b.dw.1, stats, y.elem_count() / mid)?;
     h = y;
-    let (bs, ho, wo, _) = h.dims4()?;
+    let (_, ho, wo, _) = h.dims4()?;
     ctx.macs += (mid * k * k * ho * wo) as u64;
     ctx.params += (mid * k * k) as u64;
     if let Some(se) = &b.se {
         let r = se_channels(mid);
-        let s = h.reshape((bs, ho * wo, mid))?.mean(1)?;
+        let s = nhwc::spatial_mean(&h)?;
         let s = linear(ctx, &s, &se.reduce_w, &se.reduce_b, r)?.relu()?;
         let s = hsigmoid(&linear(ctx, &s, &se.expand_w, &se.expand_b, mid)?)?;
-        h = h.broadcast_mul(&s.reshape((bs, 1, 1, mid))?)?;
+        h = nhwc::channel_scale(&h, &s)?;
     }
     h = pointwise(ctx, &h, &b.project.0, &b.project.1, out, None)?;
     if stride == 1 && inp == out {
