@@ -8,7 +8,8 @@
 Builds the `small` space's maxnet from `spaces/small.toml` with the same block layout as
 `tofa_nn::Supernet` (expand 1x1 + BN + act, depthwise kxk + BN + act, SE, project 1x1 + BN,
 residual; head conv + BN + act, pool, classifier) and times, at batch 32:
-  - depthwise 3x3, 96 channels, 32x32 and 64x64: forward, forward + backward
+  - depthwise 3x3, 96 channels, 32x32 and 64x64: forward, forward + backward; the same followed
+    by training-mode BN and ReLU (what our fused NHWC op computes)
   - a maxnet training step (forward, cross-entropy, backward, SGD nesterov) at 32x32 and 64x64
 """
 import argparse
@@ -102,6 +103,13 @@ def main():
         w = torch.randn(96, 1, 3, 3, requires_grad=True)
         print(f"dwconv fwd     b32 c96 {hw}x{hw}: {timeit(lambda: F.conv2d(x, w, None, 1, 1, 1, 96), a.reps):8.2f} ms")
         print(f"dwconv fwd+bwd b32 c96 {hw}x{hw}: {timeit(lambda: F.conv2d(x, w, None, 1, 1, 1, 96).sum().backward(), a.reps):8.2f} ms")
+        bn = nn.BatchNorm2d(96)
+
+        def dw_bn_relu():
+            return F.relu(bn(F.conv2d(x, w, None, 1, 1, 1, 96)))
+
+        print(f"dw+bn+relu fwd     b32 c96 {hw}x{hw}: {timeit(dw_bn_relu, a.reps):8.2f} ms")
+        print(f"dw+bn+relu fwd+bwd b32 c96 {hw}x{hw}: {timeit(lambda: dw_bn_relu().sum().backward(), a.reps):8.2f} ms")
     space = tomllib.loads((HERE.parent / "spaces" / "small.toml").read_text())
     for hw in (32, 64):
         net = maxnet(space).to(memory_format=fmt)

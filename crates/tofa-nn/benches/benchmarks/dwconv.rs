@@ -1,9 +1,12 @@
 //! Depthwise 3x3 conv, 96 channels, batch 32: forward, and forward + backward (input and
-//! weight gradients), ours against candle's grouped conv2d.
+//! weight gradients), ours (NCHW) against candle's grouped conv2d; and the fused NHWC
+//! depthwise + training BN + ReLU op that the supernet runs.
 
 use candle_core::Var;
 use criterion::{Criterion, criterion_group};
+use tofa_nn::act::Fn1;
 use tofa_nn::dwconv::depthwise_conv2d;
+use tofa_nn::nhwc::{FusedSpec, Norm, dw_bn_act};
 
 use super::rand_t;
 
@@ -20,6 +23,30 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 depthwise_conv2d(&x, &w, 1)
                     .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap()
+            })
+        });
+        let xn = Var::from_tensor(&rand_t(&[32, hw, hw, 96], 0)).unwrap();
+        let gamma = Var::from_tensor(&rand_t(&[96], 2)).unwrap();
+        let beta = Var::from_tensor(&rand_t(&[96], 3)).unwrap();
+        let spec = || FusedSpec {
+            stride: 1,
+            pads: (1, 1),
+            eps: 1e-5,
+            act: Some(Fn1::Relu),
+            norm: Norm::Batch,
+        };
+        g.bench_function(format!("nhwc_bn_relu_fwd_b32_c96_{hw}x{hw}"), |b| {
+            b.iter(|| dw_bn_act(&xn, &w, &gamma, &beta, spec()).unwrap())
+        });
+        g.bench_function(format!("nhwc_bn_relu_fwd_bwd_b32_c96_{hw}x{hw}"), |b| {
+            b.iter(|| {
+                dw_bn_act(&xn, &w, &gamma, &beta, spec())
+                    .unwrap()
+                    .0
                     .sum_all()
                     .unwrap()
                     .backward()
