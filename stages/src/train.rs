@@ -330,7 +330,8 @@ fn eval_images() -> usize {
 impl StageKind for Pretrain {
     type Params = PretrainParams;
     const NAME: &'static str = "pretrain";
-    const VERSION: &'static str = "1";
+    // 2: the supernet runs on the NHWC fused ops (other float rounding, other weights)
+    const VERSION: &'static str = "2";
 
     fn run(&self, p: &PretrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let space = SearchSpace::builtin(&p.space)?;
@@ -437,7 +438,8 @@ pub struct TofaTrainParams {
 impl StageKind for TofaTrain {
     type Params = TofaTrainParams;
     const NAME: &'static str = "tofa_train";
-    const VERSION: &'static str = "1";
+    // 2: the supernet runs on the NHWC fused ops (other float rounding, other weights)
+    const VERSION: &'static str = "2";
 
     fn run(&self, p: &TofaTrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
@@ -546,7 +548,8 @@ fn maxnet() -> String {
 impl StageKind for BaselineTrain {
     type Params = BaselineParams;
     const NAME: &'static str = "baseline_train";
-    const VERSION: &'static str = "1";
+    // 2: the supernet runs on the NHWC fused ops (other float rounding, other weights)
+    const VERSION: &'static str = "2";
 
     fn run(&self, p: &BaselineParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
