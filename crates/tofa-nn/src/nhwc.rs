@@ -19,6 +19,7 @@
 //! time ([`simd_fn`]): the crate is built for baseline x86-64 and still uses 8-wide vectors.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
@@ -207,21 +208,53 @@ impl Mat<'_> {
     }
 }
 
-/// `dst (m x n, row-major) = [dst +] a (m x k) * b (k x n)` with the `gemm` crate on rayon's
+/// `n` floats built in parallel, `chunk` at a time: each chunk is zeroed by the thread that
+/// then fills it (`fill(chunk index, chunk)`), and `fill`'s results come back in chunk order.
+///
+/// Why not `vec![0.0; n]`: that zeroes the whole buffer on one thread before any work, out of
+/// cache for activation-sized buffers (~10% of a training step); zeroing chunk by chunk runs
+/// in parallel and leaves the chunk in cache for its kernel.
+fn par_build<R: Send>(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [f32]) -> R + Sync + Send,
+) -> (Vec<f32>, Vec<R>) {
+    let mut v: Vec<MaybeUninit<f32>> = Vec::with_capacity(n);
+    // SAFETY: `MaybeUninit` elements need no initialisation.
+    unsafe { v.set_len(n) };
+    let results = v
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .map(|(i, c)| {
+            for e in c.iter_mut() {
+                e.write(0.0);
+            }
+            // SAFETY: every element of `c` was initialised just above, and `f32` and
+            // `MaybeUninit<f32>` have the same layout.
+            let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            fill(i, c)
+        })
+        .collect();
+    // SAFETY: `par_chunks_mut` hands out every element exactly once and each chunk was fully
+    // initialised above (a panic in `fill` propagates before this point).
+    (unsafe { assume_init(v) }, results)
+}
+
+/// # Safety
+/// Every element of `v` must be initialised.
+unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: same allocation, length and capacity, and the same layout; the caller guarantees
+    // initialisation.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut f32, v.len(), v.capacity()) }
+}
+
+/// `a (m x k) * b (k x n)` as a new row-major `m x n` matrix, with the `gemm` crate on rayon's
 /// threads.
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: Mat, b: Mat) {
-    assert!(
-        dst.len() >= m * n && a.fits(m, k) && b.fits(k, n),
-        "matmul shapes"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
+fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat) -> Vec<f32> {
+    assert!(a.fits(m, k) && b.fits(k, n), "matmul shapes");
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0f32; m * n];
     }
     let threads = rayon::current_num_threads();
     let par = if threads > 1 && m * n * k > 1 << 15 {
@@ -229,31 +262,34 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: Ma
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: every element the product reads or writes lies inside its slice (checked by
-    // `fits` and the `dst` length above); `dst` does not alias `a` or `b` (it is borrowed
-    // mutably while they are borrowed shared).
+    let mut dst: Vec<MaybeUninit<f32>> = Vec::with_capacity(m * n);
+    // SAFETY: every element the product reads lies inside `a` or `b` (checked by `fits`
+    // above); `dst` has room for `m * n` elements and, with `read_dst` false, gemm writes each
+    // of them without reading it (candle calls gemm the same way on uninitialised buffers).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr() as *mut f32,
             1,
             n as isize,
-            accumulate,
+            false,
             a.data.as_ptr().add(a.off),
             a.cs as isize,
             a.rs as isize,
             b.data.as_ptr().add(b.off),
             b.cs as isize,
             b.rs as isize,
-            1.0,
+            0.0,
             1.0,
             false,
             false,
             false,
             par,
-        )
+        );
+        dst.set_len(m * n);
+        assume_init(dst)
     }
 }
 
@@ -392,10 +428,16 @@ fn epilogue_fwd(
         .zip(&scale)
         .map(|((b, m), s)| b - m * s)
         .collect();
-    let mut out = vec![0f32; y.len()];
-    out.par_chunks_mut(ROWS_PER_CHUNK * c)
-        .zip(y.par_chunks(ROWS_PER_CHUNK * c))
-        .for_each(|(o, yb)| scale_shift_act(yb, o, &scale, &shift, spec.act));
+    let step = ROWS_PER_CHUNK * c;
+    let (out, _) = par_build(y.len(), step, |i, o| {
+        scale_shift_act(
+            &y[i * step..i * step + o.len()],
+            o,
+            &scale,
+            &shift,
+            spec.act,
+        )
+    });
     (out, mean, inv, stats)
 }
 
@@ -480,19 +522,18 @@ fn epilogue_bwd(s: &Saved, gb: &[f32], gout: &[f32], spec: &FusedSpec) -> (Vec<f
         .zip(&scale)
         .map(|((b, m), sc)| b - m * sc)
         .collect();
-    let mut gy = vec![0f32; s.y.len()];
-    let parts: Vec<(Vec<f32>, Vec<f32>)> = gy
-        .par_chunks_mut(ROWS_PER_CHUNK * c)
-        .zip(s.y.par_chunks(ROWS_PER_CHUNK * c))
-        .zip(gout.par_chunks(ROWS_PER_CHUNK * c))
-        .map(|((gz, y), g)| {
+    let step = ROWS_PER_CHUNK * c;
+    let (mut gy, parts) = par_build(s.y.len(), step, |i, gz| {
+        let r = i * step..i * step + gz.len();
+        let (y, g) = (&s.y[r.clone()], &gout[r]);
+        {
             let (mut sg, mut sgx) = (vec![0f32; c], vec![0f32; c]);
             bwd_pass1(
                 y, g, gz, &s.mean, &s.inv, &scale, &shift, spec.act, &mut sg, &mut sgx,
             );
             (sg, sgx)
-        })
-        .collect();
+        }
+    });
     let (mut sg, mut sgx) = (vec![0f64; c], vec![0f64; c]);
     for (a, b) in &parts {
         for i in 0..c {
@@ -559,26 +600,23 @@ impl ConvOp {
     fn im2col(&self, x: &[f32]) -> Vec<f32> {
         let g = self.g;
         let (ho, wo, kd) = (g.ho(), g.wo(), self.kdim());
-        let mut cols = vec![0f32; g.b * ho * wo * kd];
-        cols.par_chunks_mut(wo * kd)
-            .enumerate()
-            .for_each(|(r, rowblk)| {
-                let (b, oy) = (r / ho, r % ho);
-                for (ox, row) in rowblk.chunks_exact_mut(kd).enumerate() {
-                    for c in 0..g.cin {
-                        for ky in 0..g.k {
-                            let Some(iy) = g.src(oy, ky, g.h) else {
-                                continue;
-                            };
-                            for kx in 0..g.k {
-                                if let Some(ix) = g.src(ox, kx, g.w) {
-                                    row[(c * g.k + ky) * g.k + kx] = x[self.idx(b, c, iy, ix)];
-                                }
+        let (cols, _) = par_build(g.b * ho * wo * kd, wo * kd, |r, rowblk| {
+            let (b, oy) = (r / ho, r % ho);
+            for (ox, row) in rowblk.chunks_exact_mut(kd).enumerate() {
+                for c in 0..g.cin {
+                    for ky in 0..g.k {
+                        let Some(iy) = g.src(oy, ky, g.h) else {
+                            continue;
+                        };
+                        for kx in 0..g.k {
+                            if let Some(ix) = g.src(ox, kx, g.w) {
+                                row[(c * g.k + ky) * g.k + kx] = x[self.idx(b, c, iy, ix)];
                             }
                         }
                     }
                 }
-            });
+            }
+        });
         cols
     }
 
@@ -587,29 +625,25 @@ impl ConvOp {
         let g = self.g;
         let (ho, wo, kd) = (g.ho(), g.wo(), self.kdim());
         let per_image = g.cin * g.h * g.w;
-        let mut dx = vec![0f32; g.b * per_image];
-        dx.par_chunks_mut(per_image)
-            .enumerate()
-            .for_each(|(b, dxb)| {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let row = &dcols[((b * ho + oy) * wo + ox) * kd..][..kd];
-                        for c in 0..g.cin {
-                            for ky in 0..g.k {
-                                let Some(iy) = g.src(oy, ky, g.h) else {
-                                    continue;
-                                };
-                                for kx in 0..g.k {
-                                    if let Some(ix) = g.src(ox, kx, g.w) {
-                                        dxb[self.idx(0, c, iy, ix)] +=
-                                            row[(c * g.k + ky) * g.k + kx];
-                                    }
+        let (dx, _) = par_build(g.b * per_image, per_image, |b, dxb| {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let row = &dcols[((b * ho + oy) * wo + ox) * kd..][..kd];
+                    for c in 0..g.cin {
+                        for ky in 0..g.k {
+                            let Some(iy) = g.src(oy, ky, g.h) else {
+                                continue;
+                            };
+                            for kx in 0..g.k {
+                                if let Some(ix) = g.src(ox, kx, g.w) {
+                                    dxb[self.idx(0, c, iy, ix)] += row[(c * g.k + ky) * g.k + kx];
                                 }
                             }
                         }
                     }
                 }
-            });
+            }
+        });
         dx
     }
 
@@ -658,7 +692,6 @@ impl CustomOp3 for ConvOp {
         } else {
             Cow::Owned(self.im2col(x))
         };
-        let mut y = vec![0f32; rows * self.cout];
         let a = Mat {
             data: &cols,
             off: 0,
@@ -670,7 +703,7 @@ impl CustomOp3 for ConvOp {
             cs: w.rs,
             ..w
         };
-        matmul(rows, self.cout, kd, &mut y, false, a, wt);
+        let y = matmul(rows, self.cout, kd, a, wt);
         let (out, mean, inv, stats) = epilogue_fwd(&y, gb, &self.spec);
         *self.stats.lock().expect("stats lock") = stats;
         *self.saved.lock().expect("saved lock") = Some(Saved { y, mean, inv });
@@ -709,15 +742,13 @@ impl CustomOp3 for ConvOp {
             } else {
                 Cow::Owned(self.im2col(xd))
             };
-            let mut dw = vec![0f32; self.cout * kd];
             let c = Mat {
                 data: &cols,
                 off: 0,
                 rs: kd,
                 cs: 1,
             };
-            matmul(self.cout, kd, rows, &mut dw, false, gyt, c);
-            dw
+            matmul(self.cout, kd, rows, gyt, c)
         })?;
         // dcols = gy * W
         let dx = if x.track_op() {
@@ -726,14 +757,13 @@ impl CustomOp3 for ConvOp {
                 candle_core::bail!("fused conv: CPU only")
             };
             let wm = self.wmat(ws.as_slice::<f32>()?, l)?;
-            let mut dcols = vec![0f32; rows * kd];
             let gym = Mat {
                 data: &gy,
                 off: 0,
                 rs: self.cout,
                 cs: 1,
             };
-            matmul(rows, kd, self.cout, &mut dcols, false, gym, wm);
+            let dcols = matmul(rows, kd, self.cout, gym, wm);
             let dx = if self.direct() {
                 dcols
             } else {
@@ -918,8 +948,7 @@ impl CustomOp3 for DwOp {
         let wt = taps_major(w, c, kk);
         let (ho, wo) = (g.ho(), g.wo());
         let per_image = g.h * g.w * c;
-        let mut y = vec![0f32; g.b * ho * wo * c];
-        y.par_chunks_mut(wo * c).enumerate().for_each(|(r, out)| {
+        let (y, _) = par_build(g.b * ho * wo * c, wo * c, |r, out| {
             let (b, oy) = (r / ho, r % ho);
             dw_fwd_row(out, &x[b * per_image..(b + 1) * per_image], &wt, g, oy);
         });
@@ -951,32 +980,24 @@ impl CustomOp3 for DwOp {
         let need_dx = x.track_op();
         let (per_in, per_out) = (g.h * g.w * c, g.ho() * g.wo() * c);
         let (dx, dwt) = with_data(x, "depthwise input", |xd| {
-            let mut parts = vec![0f32; g.b * kk * c];
-            let mut dx = if need_dx {
-                vec![0f32; g.b * per_in]
-            } else {
-                vec![]
+            let image = |b: usize, dx: Option<&mut [f32]>| {
+                let mut p = vec![0f32; kk * c];
+                let gyb = &gy[b * per_out..(b + 1) * per_out];
+                let xb = &xd[b * per_in..(b + 1) * per_in];
+                dw_bwd_image(gyb, xb, &wt, &mut p, dx, g);
+                p
             };
-            if need_dx {
-                parts
-                    .par_chunks_mut(kk * c)
-                    .zip(dx.par_chunks_mut(per_in))
-                    .enumerate()
-                    .for_each(|(b, (p, d))| {
-                        let gyb = &gy[b * per_out..(b + 1) * per_out];
-                        let xb = &xd[b * per_in..(b + 1) * per_in];
-                        dw_bwd_image(gyb, xb, &wt, p, Some(d), g);
-                    });
+            let (dx, parts): (Vec<f32>, Vec<Vec<f32>>) = if need_dx {
+                par_build(g.b * per_in, per_in, |b, d| image(b, Some(d)))
             } else {
-                parts.par_chunks_mut(kk * c).enumerate().for_each(|(b, p)| {
-                    let gyb = &gy[b * per_out..(b + 1) * per_out];
-                    let xb = &xd[b * per_in..(b + 1) * per_in];
-                    dw_bwd_image(gyb, xb, &wt, p, None, g);
-                });
-            }
+                (
+                    vec![],
+                    (0..g.b).into_par_iter().map(|b| image(b, None)).collect(),
+                )
+            };
             // per-image partials summed in image order: deterministic
             let mut dwt = vec![0f32; kk * c];
-            for p in parts.chunks_exact(kk * c) {
+            for p in &parts {
                 for (a, b) in dwt.iter_mut().zip(p) {
                     *a += b;
                 }
@@ -1086,15 +1107,12 @@ impl candle_core::CustomOp1 for SpatialMean {
         let (b, h, w, c) = arg.dims4()?;
         let n = (h * w) as f32;
         let dx = with_data(grad, "spatial mean gradient", |g| {
-            let mut dx = vec![0f32; b * h * w * c];
-            dx.par_chunks_mut(h * w * c)
-                .enumerate()
-                .for_each(|(bi, d)| {
-                    let gr: Vec<f32> = g[bi * c..(bi + 1) * c].iter().map(|v| v / n).collect();
-                    for row in d.chunks_exact_mut(c) {
-                        row.copy_from_slice(&gr);
-                    }
-                });
+            let (dx, _) = par_build(b * h * w * c, h * w * c, |bi, d| {
+                let gr: Vec<f32> = g[bi * c..(bi + 1) * c].iter().map(|v| v / n).collect();
+                for row in d.chunks_exact_mut(c) {
+                    row.copy_from_slice(&gr);
+                }
+            });
             dx
         })?;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
@@ -1159,8 +1177,7 @@ impl candle_core::CustomOp2 for ChannelScale {
         let x = cpu_slice(s1, l1, "channel scale input")?;
         let sc = cpu_slice(s2, l2, "channel scale")?;
         let per = h * w * c;
-        let mut out = vec![0f32; b * per];
-        out.par_chunks_mut(per).enumerate().for_each(|(bi, o)| {
+        let (out, _) = par_build(b * per, per, |bi, o| {
             scale_rows(&x[bi * per..(bi + 1) * per], &sc[bi * c..(bi + 1) * c], o)
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -1178,8 +1195,7 @@ impl candle_core::CustomOp2 for ChannelScale {
         let sv = with_data(s, "channel scale", |d| d.to_vec())?;
         let (dx, ds) = with_data(grad, "channel scale gradient", |g| {
             with_data(x, "channel scale input", |xd| {
-                let mut dx = vec![0f32; b * per];
-                dx.par_chunks_mut(per).enumerate().for_each(|(bi, d)| {
+                let (dx, _) = par_build(b * per, per, |bi, d| {
                     scale_rows(&g[bi * per..(bi + 1) * per], &sv[bi * c..(bi + 1) * c], d)
                 });
                 let mut ds = vec![0f32; b * c];
