@@ -1561,4 +1561,46 @@ mod tests {
         );
         assert!(channel_scale(&x, &s.narrow(1, 0, 5).unwrap()).is_err());
     }
+
+    /// Shapes large enough for several reduction chunks and the parallel GEMM path.
+    #[test]
+    fn large_shapes_match_the_references() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let x = rand_var(&[4, 12, 12, 24], &mut rng);
+        let wfull = rand_var(&[112, 32, 1, 1], &mut rng);
+        let g = rand_var(&[96], &mut rng);
+        let b = rand_var(&[96], &mut rng);
+        let w = wfull.narrow(0, 0, 96).unwrap().narrow(1, 0, 24).unwrap();
+        let (ours, _) = conv_bn_act(
+            &x,
+            &w,
+            &g,
+            &b,
+            Layout4::Nhwc,
+            spec(1, (0, 0), Some(Fn1::Hswish)),
+        )
+        .unwrap();
+        let xn = x.permute((0, 3, 1, 2)).unwrap();
+        let y = w
+            .reshape((96, 24))
+            .unwrap()
+            .broadcast_matmul(&xn.reshape((4, 24, 144)).unwrap())
+            .unwrap()
+            .reshape((4, 96, 12, 12))
+            .unwrap();
+        let want = bn_act_ref(&y, &g, &b, Some(Fn1::Hswish))
+            .permute((0, 2, 3, 1))
+            .unwrap();
+        compare(&ours, &want, &[&x, &wfull, &g, &b], &mut rng, "large 1x1");
+        let wd = rand_var(&[96, 1, 5, 5], &mut rng);
+        let h = ours.detach();
+        let hv = Var::from_tensor(&h).unwrap();
+        let (ours, _) = dw_bn_act(&hv, &wd, &g, &b, spec(2, (2, 2), Some(Fn1::Relu))).unwrap();
+        let hn = hv.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+        let y = depthwise_conv2d_padded(&hn, &wd, 2, (2, 2)).unwrap();
+        let want = bn_act_ref(&y, &g, &b, Some(Fn1::Relu))
+            .permute((0, 2, 3, 1))
+            .unwrap();
+        compare(&ours, &want, &[&hv, &wd, &g, &b], &mut rng, "large dw");
+    }
 }
