@@ -197,27 +197,13 @@ pub fn batch_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
-    use rand::{Rng, SeedableRng};
+    use crate::testutil::{max_diff, uniform};
+    use candle_core::Var;
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
     fn rand_t(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        uniform(shape, 2.0, rng)
     }
 
     /// BN composed from candle ops: the reference.

@@ -304,27 +304,13 @@ pub fn depthwise_conv2d_padded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{max_diff, uniform};
     use candle_core::{Device, Var};
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
     fn rand_t(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        uniform(shape, 1.0, rng)
     }
 
     #[test]

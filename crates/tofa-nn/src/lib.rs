@@ -94,3 +94,32 @@ pub use optim::{Sgd, SgdConfig};
 pub use pretrained::{LoadReport, Naming, load_pretrained, read_pth, read_safetensors};
 pub use space::{Activation, Padding, SearchSpace};
 pub use supernet::{BnStats, Mode, Param, Supernet, TrainOpts};
+
+/// Helpers shared by the unit tests of the ops.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use candle_core::{Device, Tensor};
+    use rand::Rng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// Uniform in `(-a, a)`.
+    pub(crate) fn uniform(shape: &[usize], a: f32, rng: &mut ChaCha8Rng) -> Tensor {
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-a..a)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Largest absolute elementwise difference.
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+}

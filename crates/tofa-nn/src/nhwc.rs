@@ -560,6 +560,63 @@ fn epilogue_bwd(s: &Saved, gb: &[f32], gout: &[f32], spec: &FusedSpec) -> (Vec<f
     (gy, dgb)
 }
 
+/// The BN + activation half of a fused op: its options, what the backward pass needs, and the
+/// batch statistics it reports to the caller.
+struct Epilogue {
+    spec: FusedSpec,
+    saved: Mutex<Option<Saved>>,
+    stats: Arc<Mutex<Option<BatchStats>>>,
+}
+
+impl Epilogue {
+    /// Normalises and activates the convolution output `y`, keeping it for the backward pass.
+    fn forward(&self, y: Vec<f32>, gb: &[f32]) -> Vec<f32> {
+        let (out, mean, inv, stats) = epilogue_fwd(&y, gb, &self.spec);
+        *self.stats.lock().expect("stats lock") = stats;
+        *self.saved.lock().expect("saved lock") = Some(Saved { y, mean, inv });
+        out
+    }
+
+    /// The gradient of the convolution output and of `[gamma, beta]`.
+    fn backward(
+        &self,
+        op: &str,
+        gb: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+        let saved = self.saved.lock().expect("saved lock");
+        let Some(s) = saved.as_ref() else {
+            candle_core::bail!("{op}: backward without a forward pass")
+        };
+        let gbv = with_data(gb, "BN parameters", |d| d.to_vec())?;
+        with_data(grad, "output gradient", |g| {
+            epilogue_bwd(s, &gbv, g, &self.spec)
+        })
+    }
+}
+
+/// Runs a fused op built by `make` on `(x, w, [gamma, beta])` and returns its output and the
+/// batch statistics it measured.
+fn apply_fused<Op: CustomOp3 + Send + Sync + 'static>(
+    x: &Tensor,
+    w: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    spec: FusedSpec,
+    make: impl FnOnce(Epilogue) -> Op,
+) -> Result<(Tensor, Option<BatchStats>)> {
+    let gb = Tensor::cat(&[gamma, beta], 0)?;
+    let stats = Arc::new(Mutex::new(None));
+    let op = make(Epilogue {
+        spec,
+        saved: Mutex::new(None),
+        stats: stats.clone(),
+    });
+    let y = x.contiguous()?.apply_op3(w, &gb, op)?;
+    let s = stats.lock().expect("stats lock").take();
+    Ok((y, s))
+}
+
 // ---------------------------------------------------------------------------------------------
 // full convolution (1x1 as a plain GEMM, k x k through im2col) + BN + activation
 
@@ -567,9 +624,7 @@ struct ConvOp {
     g: Geom,
     input: Layout4,
     cout: usize,
-    spec: FusedSpec,
-    saved: Mutex<Option<Saved>>,
-    stats: Arc<Mutex<Option<BatchStats>>>,
+    epi: Epilogue,
 }
 
 impl ConvOp {
@@ -704,9 +759,7 @@ impl CustomOp3 for ConvOp {
             ..w
         };
         let y = matmul(rows, self.cout, kd, a, wt);
-        let (out, mean, inv, stats) = epilogue_fwd(&y, gb, &self.spec);
-        *self.stats.lock().expect("stats lock") = stats;
-        *self.saved.lock().expect("saved lock") = Some(Saved { y, mean, inv });
+        let out = self.epi.forward(y, gb);
         Ok((CpuStorage::F32(out), Shape::from((g.b, ho, wo, self.cout))))
     }
 
@@ -718,14 +771,7 @@ impl CustomOp3 for ConvOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let saved = self.saved.lock().expect("saved lock");
-        let Some(s) = saved.as_ref() else {
-            candle_core::bail!("fused conv: backward without a forward pass")
-        };
-        let gbv = with_data(gb, "BN parameters", |d| d.to_vec())?;
-        let (gy, dgb) = with_data(grad, "output gradient", |g| {
-            epilogue_bwd(s, &gbv, g, &self.spec)
-        })?;
+        let (gy, dgb) = self.epi.backward("fused conv", gb, grad)?;
         let g = self.g;
         let rows = g.b * g.ho() * g.wo();
         let kd = self.kdim();
@@ -823,19 +869,12 @@ pub fn conv_bn_act(
     } else {
         w.contiguous()?
     };
-    let gb = Tensor::cat(&[gamma, beta], 0)?;
-    let stats = Arc::new(Mutex::new(None));
-    let op = ConvOp {
+    apply_fused(x, &w, gamma, beta, spec, |epi| ConvOp {
         g,
         input,
         cout,
-        spec,
-        saved: Mutex::new(None),
-        stats: stats.clone(),
-    };
-    let y = x.contiguous()?.apply_op3(&w, &gb, op)?;
-    let s = stats.lock().expect("stats lock").take();
-    Ok((y, s))
+        epi,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -843,9 +882,7 @@ pub fn conv_bn_act(
 
 struct DwOp {
     g: Geom,
-    spec: FusedSpec,
-    saved: Mutex<Option<Saved>>,
-    stats: Arc<Mutex<Option<BatchStats>>>,
+    epi: Epilogue,
 }
 
 /// `[C, 1, k, k]` -> `[k*k, C]`.
@@ -952,9 +989,7 @@ impl CustomOp3 for DwOp {
             let (b, oy) = (r / ho, r % ho);
             dw_fwd_row(out, &x[b * per_image..(b + 1) * per_image], &wt, g, oy);
         });
-        let (out, mean, inv, stats) = epilogue_fwd(&y, gb, &self.spec);
-        *self.stats.lock().expect("stats lock") = stats;
-        *self.saved.lock().expect("saved lock") = Some(Saved { y, mean, inv });
+        let out = self.epi.forward(y, gb);
         Ok((CpuStorage::F32(out), Shape::from((g.b, ho, wo, c))))
     }
 
@@ -966,14 +1001,7 @@ impl CustomOp3 for DwOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let saved = self.saved.lock().expect("saved lock");
-        let Some(s) = saved.as_ref() else {
-            candle_core::bail!("fused depthwise conv: backward without a forward pass")
-        };
-        let gbv = with_data(gb, "BN parameters", |d| d.to_vec())?;
-        let (gy, dgb) = with_data(grad, "output gradient", |g| {
-            epilogue_bwd(s, &gbv, g, &self.spec)
-        })?;
+        let (gy, dgb) = self.epi.backward("fused depthwise conv", gb, grad)?;
         let g = self.g;
         let (c, kk) = (g.cin, g.k * g.k);
         let wt = with_data(w, "depthwise weight", |d| taps_major(d, c, kk))?;
@@ -1049,17 +1077,10 @@ pub fn dw_bn_act(
         )));
     }
     let g = check_geom("fused depthwise conv", (b, c, h, wd), k, &spec)?;
-    let gb = Tensor::cat(&[gamma, beta], 0)?;
-    let stats = Arc::new(Mutex::new(None));
-    let op = DwOp {
+    apply_fused(x, &w.contiguous()?, gamma, beta, spec, |epi| DwOp {
         g,
-        spec,
-        saved: Mutex::new(None),
-        stats: stats.clone(),
-    };
-    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &gb, op)?;
-    let s = stats.lock().expect("stats lock").take();
-    Ok((y, s))
+        epi,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1231,27 +1252,13 @@ mod tests {
     use crate::act::apply;
     use crate::bn::{batch_norm_train, batch_stats};
     use crate::dwconv::depthwise_conv2d_padded;
+    use crate::testutil::{max_diff, uniform};
     use candle_core::{Device, Var};
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
     fn rand_var(shape: &[usize], rng: &mut ChaCha8Rng) -> Var {
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.5..1.5)).collect();
-        Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        Var::from_tensor(&uniform(shape, 1.5, rng)).unwrap()
     }
 
     fn spec(stride: usize, pads: (usize, usize), act: Option<Fn1>) -> FusedSpec {
