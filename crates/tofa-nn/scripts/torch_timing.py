@@ -10,6 +10,7 @@ Builds the `small` space's maxnet from `spaces/small.toml` with the same block l
 residual; head conv + BN + act, pool, classifier) and times, at batch 32:
   - depthwise 3x3, 96 channels, 32x32 and 64x64: forward, forward + backward; the same followed
     by training-mode BN and ReLU (what our fused NHWC op computes)
+  - stem + one MBConv block + head (16 channels, expand 6, kernel 5): forward + backward
   - a maxnet training step (forward, cross-entropy, backward, SGD nesterov) at 32x32 and 64x64
 """
 import argparse
@@ -110,6 +111,16 @@ def main():
 
         print(f"dw+bn+relu fwd     b32 c96 {hw}x{hw}: {timeit(dw_bn_relu, a.reps):8.2f} ms")
         print(f"dw+bn+relu fwd+bwd b32 c96 {hw}x{hw}: {timeit(lambda: dw_bn_relu().sum().backward(), a.reps):8.2f} ms")
+    # benches/benchmarks/block.rs: stem + one MBConv block (16 -> 16, expand 6, kernel 5) + head
+    one = {
+        "stem": {"widths": [16], "stride": 1, "act": "relu"},
+        "stages": [{"widths": [16], "depths": [1], "kernels": [5], "expands": [6], "se": False, "stride": 1, "act": "hswish"}],
+        "head": {"widths": [16], "act": "relu"},
+    }
+    for hw in (32, 64):
+        net = maxnet(one).to(memory_format=fmt)
+        x = torch.randn(32, 3, hw, hw).to(memory_format=fmt)
+        print(f"stem+block+head fwd+bwd b32 {hw}x{hw}: {timeit(lambda: net(x).sum().backward(), a.reps):8.2f} ms")
     space = tomllib.loads((HERE.parent / "spaces" / "small.toml").read_text())
     for hw in (32, 64):
         net = maxnet(space).to(memory_format=fmt)
