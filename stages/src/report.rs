@@ -753,17 +753,6 @@ pub struct ReportParams {
     pub order: Vec<String>,
 }
 
-fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 impl StageKind for Report {
     type Params = ReportParams;
     const NAME: &'static str = "report";
@@ -803,7 +792,9 @@ impl StageKind for Report {
         let _ = writeln!(
             md,
             "| commit | `{}` |",
-            git_commit().unwrap_or_else(|| "unknown".into())
+            ctx.git_commit
+                .as_deref()
+                .map_or("unknown", |c| &c[..c.len().min(7)])
         );
         let _ = writeln!(
             md,

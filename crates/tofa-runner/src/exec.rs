@@ -639,6 +639,7 @@ impl<'a> Runner<'a> {
             threads: pool.current_num_threads(),
             seed: s.seed,
             profile: self.plan.profile.clone(),
+            git_commit: self.git_commit.clone(),
             rows: Vec::new(),
         };
         let started = SystemTime::now();

@@ -48,6 +48,9 @@ pub struct StageContext {
     pub seed: u64,
     /// The profile being run.
     pub profile: String,
+    /// `HEAD` of the git work tree holding the pipeline file, if it is one (the commit the
+    /// run's manifests record), for provenance in reports.
+    pub git_commit: Option<String>,
     pub(crate) rows: Vec<Row>,
 }
 
