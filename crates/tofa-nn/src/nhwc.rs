@@ -344,6 +344,18 @@ simd_fn!(
     }
 );
 
+/// Adds per-chunk pairs of column partial sums in chunk order, in f64.
+fn sum_parts(parts: &[(Vec<f32>, Vec<f32>)], c: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut a, mut b) = (vec![0f64; c], vec![0f64; c]);
+    for (pa, pb) in parts {
+        for i in 0..c {
+            a[i] += pa[i] as f64;
+            b[i] += pb[i] as f64;
+        }
+    }
+    (a, b)
+}
+
 /// Per-channel mean and biased variance of `y` `[rows, c]`.
 fn channel_stats(y: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
     let parts: Vec<(Vec<f32>, Vec<f32>)> = y
@@ -355,13 +367,7 @@ fn channel_stats(y: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
         })
         .collect();
     let n = (y.len() / c).max(1) as f64;
-    let (mut m, mut v) = (vec![0f64; c], vec![0f64; c]);
-    for (s, s2) in &parts {
-        for i in 0..c {
-            m[i] += s[i] as f64;
-            v[i] += s2[i] as f64;
-        }
-    }
+    let (mut m, mut v) = sum_parts(&parts, c);
     for i in 0..c {
         m[i] /= n;
         v[i] = (v[i] / n - m[i] * m[i]).max(0.0);
@@ -526,21 +532,13 @@ fn epilogue_bwd(s: &Saved, gb: &[f32], gout: &[f32], spec: &FusedSpec) -> (Vec<f
     let (mut gy, parts) = par_build(s.y.len(), step, |i, gz| {
         let r = i * step..i * step + gz.len();
         let (y, g) = (&s.y[r.clone()], &gout[r]);
-        {
-            let (mut sg, mut sgx) = (vec![0f32; c], vec![0f32; c]);
-            bwd_pass1(
-                y, g, gz, &s.mean, &s.inv, &scale, &shift, spec.act, &mut sg, &mut sgx,
-            );
-            (sg, sgx)
-        }
+        let (mut sg, mut sgx) = (vec![0f32; c], vec![0f32; c]);
+        bwd_pass1(
+            y, g, gz, &s.mean, &s.inv, &scale, &shift, spec.act, &mut sg, &mut sgx,
+        );
+        (sg, sgx)
     });
-    let (mut sg, mut sgx) = (vec![0f64; c], vec![0f64; c]);
-    for (a, b) in &parts {
-        for i in 0..c {
-            sg[i] += a[i] as f64;
-            sgx[i] += b[i] as f64;
-        }
-    }
+    let (sg, sgx) = sum_parts(&parts, c);
     let sg: Vec<f32> = sg.iter().map(|&v| v as f32).collect();
     let sgx: Vec<f32> = sgx.iter().map(|&v| v as f32).collect();
     match spec.norm {
@@ -706,11 +704,7 @@ impl ConvOp {
     fn wmat<'a>(&self, data: &'a [f32], l: &Layout) -> candle_core::Result<Mat<'a>> {
         let st = l.stride();
         let k = self.g.k;
-        let cs = if k == 1 {
-            st[1]
-        } else if st[1] == k * k && st[2] == k && st[3] == 1 {
-            1
-        } else {
+        let Some(cs) = weight_col_stride(st, k) else {
             candle_core::bail!("fused conv: the weight's k x k taps must be contiguous")
         };
         Ok(Mat {
@@ -719,6 +713,16 @@ impl ConvOp {
             rs: st[0],
             cs,
         })
+    }
+}
+
+/// Column stride of a `[cout, cin, k, k]` weight viewed as a `[cout, cin * k * k]` matrix, if
+/// its strides `st` allow that view (any view for 1x1; contiguous taps and channels for k x k).
+fn weight_col_stride(st: &[usize], k: usize) -> Option<usize> {
+    if k == 1 {
+        Some(st[1])
+    } else {
+        (st[1] == k * k && st[2] == k && st[3] == 1).then_some(1)
     }
 }
 
@@ -781,7 +785,8 @@ impl CustomOp3 for ConvOp {
             rs: 1,
             cs: self.cout,
         };
-        // dW = gy^T * cols
+        // dW = gy^T * cols (the stem's im2col is rebuilt here rather than kept from the forward
+        // pass: it is a few MB and cheap to gather, the direct 1x1 case uses `x` itself)
         let dw = with_data(x, "fused conv input", |xd| {
             let cols: Cow<[f32]> = if self.direct() {
                 Cow::Borrowed(xd)
@@ -863,11 +868,9 @@ pub fn conv_bn_act(
         )));
     }
     let g = check_geom("fused conv", (b, cin, h, wd), k, &spec)?;
-    let st = w.stride();
-    let w = if k == 1 || (st[1] == k * k && st[2] == k && st[3] == 1) {
-        w.clone()
-    } else {
-        w.contiguous()?
+    let w = match weight_col_stride(w.stride(), k) {
+        Some(_) => w.clone(),
+        None => w.contiguous()?,
     };
     apply_fused(x, &w, gamma, beta, spec, |epi| ConvOp {
         g,

@@ -613,16 +613,9 @@ fn block(
     }
     let w = dw_kernel(b, mid, k)?;
     let pads = ctx.padding.pads(h.dim(1)?, k, stride);
-    let spec = ctx.spec(&b.dw.1, mid, stride, pads, Some(a))?;
-    let (y, stats) = nhwc::dw_bn_act(
-        &h,
-        &w,
-        &bn_slice(&b.dw.1.gamma, mid)?,
-        &bn_slice(&b.dw.1.beta, mid)?,
-        spec,
-    )?;
-    ctx.after_bn(&b.dw.1, stats, y.elem_count() / mid)?;
-    h = y;
+    h = ctx.fused(&b.dw.1, mid, stride, pads, Some(a), |g, bt, spec| {
+        nhwc::dw_bn_act(&h, &w, g, bt, spec)
+    })?;
     let (_, ho, wo, _) = h.dims4()?;
     ctx.macs += (mid * k * k * ho * wo) as u64;
     ctx.params += (mid * k * k) as u64;
@@ -674,16 +667,14 @@ fn stem(
     let (_, inp, k, _) = conv.w.dims4()?;
     let w = conv.w.narrow(0, 0, out)?;
     let pads = ctx.padding.pads(x.dim(2)?, k, s.stem.stride);
-    let spec = ctx.spec(bnl, out, s.stem.stride, pads, Some(s.stem.act))?;
-    let (y, stats) = nhwc::conv_bn_act(
-        x,
-        &w,
-        &bn_slice(&bnl.gamma, out)?,
-        &bn_slice(&bnl.beta, out)?,
-        Layout4::Nchw,
-        spec,
+    let y = ctx.fused(
+        bnl,
+        out,
+        s.stem.stride,
+        pads,
+        Some(s.stem.act),
+        |g, b, spec| nhwc::conv_bn_act(x, &w, g, b, Layout4::Nchw, spec),
     )?;
-    ctx.after_bn(bnl, stats, y.elem_count() / out)?;
     let (_, ho, wo, _) = y.dims4()?;
     ctx.macs += (out * inp * k * k * ho * wo) as u64;
     ctx.params += (out * inp * k * k) as u64;
@@ -702,23 +693,12 @@ fn pointwise(
 ) -> Result<Tensor> {
     let (_, h, w, inp) = x.dims4()?;
     let wt = c.w.narrow(0, 0, out)?.narrow(1, 0, inp)?;
-    let spec = ctx.spec(bnl, out, 1, (0, 0), a)?;
-    let (y, stats) = nhwc::conv_bn_act(
-        x,
-        &wt,
-        &bn_slice(&bnl.gamma, out)?,
-        &bn_slice(&bnl.beta, out)?,
-        Layout4::Nhwc,
-        spec,
-    )?;
-    ctx.after_bn(bnl, stats, y.elem_count() / out)?;
+    let y = ctx.fused(bnl, out, 1, (0, 0), a, |g, b, spec| {
+        nhwc::conv_bn_act(x, &wt, g, b, Layout4::Nhwc, spec)
+    })?;
     ctx.macs += (out * inp * h * w) as u64;
     ctx.params += (out * inp) as u64;
     Ok(y)
-}
-
-fn bn_slice(v: &Var, c: usize) -> Result<Tensor> {
-    Ok(v.narrow(0, 0, c)?)
 }
 
 /// `x [B, in] -> [B, out]` with the leading `out x in` block of `w` and `out` of `b`.
@@ -732,6 +712,23 @@ fn linear(ctx: &mut Ctx, x: &Tensor, w: &Var, b: &Var, out: usize) -> Result<Ten
 }
 
 impl Ctx<'_, '_> {
+    /// Runs one fused layer, `op(gamma, beta, spec)`, with BN layer `l` on its `c` leading
+    /// channels, and books the batch statistics the op measured.
+    fn fused(
+        &mut self,
+        l: &Bn,
+        c: usize,
+        stride: usize,
+        pads: (usize, usize),
+        a: Option<Activation>,
+        op: impl FnOnce(&Tensor, &Tensor, FusedSpec) -> Result<(Tensor, Option<BatchStats>)>,
+    ) -> Result<Tensor> {
+        let spec = self.spec(l, c, stride, pads, a)?;
+        let (y, stats) = op(&l.gamma.narrow(0, 0, c)?, &l.beta.narrow(0, 0, c)?, spec)?;
+        self.after_bn(l, stats, y.elem_count() / c)?;
+        Ok(y)
+    }
+
     /// The fused op's options for BN layer `l` on `c` channels: batch statistics when training
     /// or re-calibrating; in evaluation the recalibrated statistics when given, else the
     /// shared running statistics sliced.
