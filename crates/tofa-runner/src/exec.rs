@@ -227,6 +227,15 @@ fn diff_reason(old: &KeyInput, new: &KeyInput) -> String {
 }
 
 impl<'a> Runner<'a> {
+    /// Records that stage `id` of this profile resolved to `key`.
+    fn point(&self, id: &str, key: &str, input: KeyInput) -> Result<()> {
+        let p = Pointer {
+            key: key.to_owned(),
+            input,
+        };
+        self.cache.write_pointer(&self.plan.profile, id, &p)
+    }
+
     /// Checks every stage's kind and params; errors name the file, line, stage and field.
     pub fn new(plan: &'a Plan, registry: &Registry, cache: Cache) -> Result<Self> {
         let mut kinds = Vec::with_capacity(plan.stages.len());
@@ -451,14 +460,7 @@ impl<'a> Runner<'a> {
                                 if !forced {
                                     match self.cache.lookup(&key)? {
                                         Lookup::Hit(e) => {
-                                            self.cache.write_pointer(
-                                                &self.plan.profile,
-                                                &s.id,
-                                                &Pointer {
-                                                    key: key.clone(),
-                                                    input,
-                                                },
-                                            )?;
+                                            self.point(&s.id, &key, input)?;
                                             entries.insert(i, *e);
                                             records.insert(
                                                 i,
@@ -543,14 +545,7 @@ impl<'a> Runner<'a> {
                 match r {
                     Ok((entry, built, wall_s)) => {
                         let key = entry.manifest.key.clone();
-                        self.cache.write_pointer(
-                            &self.plan.profile,
-                            &s.id,
-                            &Pointer {
-                                key: key.clone(),
-                                input,
-                            },
-                        )?;
+                        self.point(&s.id, &key, input)?;
                         let outcome = if built {
                             display.line(&format!("done  {} in {wall_s:.2}s", s.id));
                             Outcome::Ran { wall_s, reason }
