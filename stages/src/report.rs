@@ -16,6 +16,8 @@ use tofa_runner::kind::{Row, StageContext, StageKind};
 
 use crate::StageError;
 
+mod claims;
+
 /// Which artifact an `artifact` stage draws.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,6 +43,9 @@ pub enum ArtifactKind {
     /// Does pre-training on the source task help the targets? TOFA from the `pretrain`
     /// weights against TOFA from scratch.
     Transfer,
+    /// The paper's claims, each with our two numbers, their difference over seeds and a
+    /// verdict (the report's first section).
+    Claims,
 }
 
 /// `artifact` stage kind.
@@ -137,6 +142,76 @@ fn cell(v: Option<f64>, decimals: usize) -> Cell {
     v.map_or(Cell::Missing, |v| Cell::num(v, decimals))
 }
 
+/// Mean, sample standard deviation and count of a set of values (seeds).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Stat {
+    mean: f64,
+    std: f64,
+    n: usize,
+}
+
+impl Stat {
+    fn of(v: &[f64]) -> Option<Stat> {
+        if v.is_empty() {
+            return None;
+        }
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let std = if n > 1 {
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            f64::NAN
+        };
+        Some(Stat { mean, std, n })
+    }
+
+    /// Standard error of the mean (NaN for one value).
+    fn se(&self) -> f64 {
+        self.std / (self.n as f64).sqrt()
+    }
+}
+
+/// `mean ± std` over seeds, or the plain number when there is one seed.
+fn stat_cell(s: Option<Stat>, decimals: usize) -> Cell {
+    match s {
+        None => Cell::Missing,
+        Some(s) if s.n > 1 => {
+            Cell::text(format!("{:.*} ± {:.*}", decimals, s.mean, decimals, s.std))
+        }
+        Some(s) => Cell::num(s.mean, decimals),
+    }
+}
+
+/// The replicate label of a row (`0` for rows written before replicates existed).
+fn seed_of(r: &Row) -> &str {
+    key(r, "seed").unwrap_or("0")
+}
+
+/// `metric` of the rows that `pred` accepts, by replicate label.
+fn by_seed(rows: &[Row], pred: impl Fn(&Row) -> bool, metric: &str) -> BTreeMap<String, f64> {
+    rows.iter()
+        .filter(|r| pred(r))
+        .filter_map(|r| Some((seed_of(r).to_string(), num(&r.metrics, metric)?)))
+        .collect()
+}
+
+fn values(m: &BTreeMap<String, f64>) -> Vec<f64> {
+    m.values().copied().collect()
+}
+
+/// A TOFA row of data set `d` and variant `v`.
+fn is_tofa(r: &Row, d: &str, v: &str) -> bool {
+    r.table == "tofa" && key(r, "dataset") == Some(d) && key(r, "variant") == Some(v)
+}
+
+/// A single-model row of the maxnet (Table 3's baselines) of data set `d` and mode `m`.
+fn is_baseline(r: &Row, d: &str, m: &str) -> bool {
+    r.table == "baseline"
+        && key(r, "dataset") == Some(d)
+        && key(r, "mode") == Some(m)
+        && key(r, "arch").is_none_or(|a| a == "maxnet")
+}
+
 /// Data sets in first-seen order.
 fn datasets<'a>(rows: impl Iterator<Item = &'a Row>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -185,6 +260,7 @@ impl StageKind for Artifact {
             ArtifactKind::Selection => selection(p, &rows, &dir)?,
             ArtifactKind::Cost => cost(p, &rows, &dir)?,
             ArtifactKind::Transfer => transfer(p, &rows, &dir)?,
+            ArtifactKind::Claims => claims::claims(p, &rows, &dir)?,
         };
         let wall: f64 = rows.iter().filter_map(|r| num(&r.metrics, "wall_s")).sum();
         crate::write(&dir.join(format!("{}.md", p.name)), made.md)?;
@@ -288,23 +364,14 @@ fn table3(p: &ArtifactParams, rows: &[Row], dir: &std::path::Path) -> Result<Mad
             "paper: Baseline lab+unlab",
         ],
     );
-    let find = |table: &str, d: &str, k: &str, v: &str, metric: &str| {
-        rows.iter()
-            .find(|r| {
-                r.table == table
-                    && key(r, "dataset") == Some(d)
-                    && key(r, k) == Some(v)
-                    && key(r, "arch").is_none_or(|a| a == "maxnet")
-            })
-            .and_then(|r| num(&r.metrics, metric))
-    };
+    let st = |m: BTreeMap<String, f64>| stat_cell(Stat::of(&values(&m)), 1);
     for d in datasets(rows.iter()) {
         let mut row = vec![
             Cell::text(&d),
-            cell(find("baseline", &d, "mode", "labelled", "acc"), 1),
-            cell(find("tofa", &d, "variant", "lab", "maxnet_acc"), 1),
-            cell(find("tofa", &d, "variant", "full", "maxnet_acc"), 1),
-            cell(find("baseline", &d, "mode", "fixmatch", "acc"), 1),
+            st(by_seed(rows, |r| is_baseline(r, &d, "labelled"), "acc")),
+            st(by_seed(rows, |r| is_tofa(r, &d, "lab"), "maxnet_acc")),
+            st(by_seed(rows, |r| is_tofa(r, &d, "full"), "maxnet_acc")),
+            st(by_seed(rows, |r| is_baseline(r, &d, "fixmatch"), "acc")),
         ];
         row.extend((0..4).map(|i| paper_cell(&PAPER_T3, &d, i)));
         t.push(row)?;
@@ -313,8 +380,9 @@ fn table3(p: &ArtifactParams, rows: &[Row], dir: &std::path::Path) -> Result<Mad
         p,
         &t,
         dir,
-        "Top-1 test accuracy (%) of the maxnet; every model starts from the same pre-trained \
-         weights. The paper's columns are its Table 3 for the data set ours stands in for.",
+        "Top-1 test accuracy (%) of the maxnet, mean ± standard deviation over the training \
+         seeds; every model starts from the same pre-trained weights. The paper's columns are \
+         its Table 3 for the data set ours stands in for.",
     )
 }
 
@@ -327,15 +395,8 @@ fn table4(p: &ArtifactParams, rows: &[Row], dir: &std::path::Path) -> Result<Mad
         for (mi, model) in ["maxnet", "minnet"].into_iter().enumerate() {
             let mut row = vec![Cell::text(&d), Cell::text(model)];
             for v in VARIANTS {
-                let acc = rows
-                    .iter()
-                    .find(|r| {
-                        r.table == "tofa"
-                            && key(r, "dataset") == Some(&d)
-                            && key(r, "variant") == Some(v)
-                    })
-                    .and_then(|r| num(&r.metrics, &format!("{model}_acc")));
-                row.push(cell(acc, 1));
+                let acc = by_seed(rows, |r| is_tofa(r, &d, v), &format!("{model}_acc"));
+                row.push(stat_cell(Stat::of(&values(&acc)), 1));
             }
             let paper = paper_dataset(&d).and_then(|pd| PAPER_T4.iter().find(|(n, _)| *n == pd));
             for i in 0..4 {
@@ -349,8 +410,9 @@ fn table4(p: &ArtifactParams, rows: &[Row], dir: &std::path::Path) -> Result<Mad
         &t,
         dir,
         "Top-1 test accuracy (%) of the maxnet and the minnet (BN recalibrated) after TOFA \
-         training with each loss of eq. (4): `lab` labelled only, `fm` + FixMatch, `dist` + \
-         distillation on unlabelled data, `full` all three. The paper's columns are its Table 4.",
+         training with each loss of eq. (4), mean ± standard deviation over the training seeds: \
+         `lab` labelled only, `fm` + FixMatch, `dist` + distillation on unlabelled data, `full` \
+         all three. The paper's columns are its Table 4.",
     )
 }
 
@@ -553,6 +615,7 @@ fn selection(p: &ArtifactParams, rows: &[Row], dir: &std::path::Path) -> Result<
         &p.title,
         &[
             "data set",
+            "budget",
             "budget (MFLOPs)",
             "method",
             "MFLOPs",
@@ -563,31 +626,52 @@ fn selection(p: &ArtifactParams, rows: &[Row], dir: &std::path::Path) -> Result<
             "search time (s)",
         ],
     );
-    for method in ["fixed", "random", "evolution"] {
+    let sel: Vec<&Row> = rows.iter().filter(|r| r.table == "selection").collect();
+    let budget_of = |r: &Row| r.keys.get("budget").and_then(Value::as_u64);
+    let mut budgets: Vec<u64> = sel.iter().filter_map(|r| budget_of(r)).collect();
+    budgets.sort_unstable();
+    budgets.dedup();
+    for method in ["fixed", "fixed_le", "random", "evolution"] {
         let mut pts = Vec::new();
-        for r in rows
-            .iter()
-            .filter(|r| r.table == "selection" && key(r, "method") == Some(method))
-        {
-            let m = &r.metrics;
-            let b = num(m, "budget_mflops").unwrap_or(f64::NAN);
-            if let Some(a) = num(m, "test_acc") {
-                pts.push((b, a));
+        for d in datasets(sel.iter().copied()) {
+            for &b in &budgets {
+                let these: Vec<&Row> = sel
+                    .iter()
+                    .copied()
+                    .filter(|r| {
+                        key(r, "dataset") == Some(&d)
+                            && key(r, "method") == Some(method)
+                            && budget_of(r) == Some(b)
+                    })
+                    .collect();
+                if these.is_empty() {
+                    continue;
+                }
+                let over = |k: &str| {
+                    let v: Vec<f64> = these.iter().filter_map(|r| num(&r.metrics, k)).collect();
+                    Stat::of(&v)
+                };
+                let (limit, acc) = (over("budget_mflops"), over("test_acc"));
+                if let (Some(x), Some(y)) = (limit, acc) {
+                    pts.push((x.mean, y.mean));
+                }
+                t.push(vec![
+                    Cell::text(&d),
+                    Cell::num(b as f64, 0),
+                    stat_cell(limit, 2),
+                    Cell::text(method),
+                    stat_cell(over("mflops"), 2),
+                    stat_cell(over("val_acc"), 1),
+                    stat_cell(acc, 1),
+                    cell(over("evaluations").map(|s| s.mean), 1),
+                    cell(over("images").map(|s| s.mean), 0),
+                    cell(over("search_s").map(|s| s.mean), 3),
+                ])?;
             }
-            t.push(vec![
-                Cell::text(key(r, "dataset").unwrap_or("?")),
-                Cell::num(b, 2),
-                Cell::text(method),
-                cell(num(m, "mflops"), 2),
-                cell(num(m, "val_acc"), 1),
-                cell(num(m, "test_acc"), 1),
-                cell(num(m, "evaluations"), 1),
-                cell(num(m, "images"), 0),
-                cell(num(m, "search_s"), 3),
-            ])?;
         }
         let name = match method {
-            "fixed" => "fixed rule (Algorithm 2, zero evaluations)",
+            "fixed" => "fixed rule, size ranges (Algorithm 2, zero evaluations)",
+            "fixed_le" => "fixed rule, literal p <= t",
             "random" => "random search (validation)",
             _ => "evolutionary search + accuracy predictor",
         };
@@ -595,10 +679,15 @@ fn selection(p: &ArtifactParams, rows: &[Row], dir: &std::path::Path) -> Result<
             .push(Series::new(name, SeriesKind::LineScatter, pts));
     }
     let mut note = String::from(
-        "Per budget, the subnet each method keeps, tested on the test set. Costs are measured: \
-         subnet evaluations on the validation split (BN recalibration + accuracy), images, \
-         wall time; the evolutionary method's predictor data set is shared by all budgets and \
-         charged to each in equal parts.",
+        "Per budget, the subnet each method keeps, tested on the test set; mean ± standard \
+         deviation over the training seeds (one supernet per seed; budgets are placed on each \
+         supernet's Omega, so their MFLOPs vary a little). The fixed rule is shown two ways: \
+         within each budget's size range `(t_{i-1}, t_i]` (Section 3.4: \"select a subnet \
+         within each size range\"; the default) and with Algorithm 2's literal `p(a) <= t`, \
+         under which the minnet, sampled every iteration, wins every budget the last random \
+         subnets miss. Costs are measured: subnet evaluations on the validation split (BN \
+         recalibration + accuracy), images, wall time; the evolutionary method's predictor \
+         data set is shared by all budgets and charged to each in equal parts.",
     );
     for r in rows.iter().filter(|r| r.table == "predictor") {
         let m = &r.metrics;

@@ -12,7 +12,7 @@ use tofa_nn::{Omega, SubnetConfig};
 use tofa_runner::BoxError;
 use tofa_runner::kind::{StageContext, StageKind};
 use tofa_select::{
-    Evaluation, EvoOpts, FnEvaluator, Metric, Metrics, PredictorOpts, RandomOpts, Rule,
+    Evaluation, EvoOpts, FnEvaluator, Metric, Metrics, PredictorOpts, RandomOpts, Ranges, Rule,
     evolutionary_search, metric_range, palette, random_search,
 };
 
@@ -71,20 +71,24 @@ struct Trained {
     model: Model,
     omega: Omega,
     variant: String,
+    /// The replicate label of the training run.
+    seed: String,
 }
 
 fn trained(ctx: &StageContext) -> Result<Trained, StageError> {
     let dep = one_dep(ctx, "tofa_train")?;
-    let variant = dep
-        .rows
-        .iter()
-        .find_map(|r| r.keys.get("variant").and_then(|v| v.as_str()))
-        .unwrap_or("?")
-        .to_string();
+    let key = |k: &str| {
+        dep.rows
+            .iter()
+            .find_map(|r| r.keys.get(k).and_then(|v| v.as_str()))
+            .unwrap_or("?")
+            .to_string()
+    };
     Ok(Trained {
         model: Model::from_dir(&dep.dir)?,
         omega: Omega::load(&dep.dir.join("omega.json"))?,
-        variant,
+        variant: key("variant"),
+        seed: key("seed"),
     })
 }
 
@@ -114,12 +118,20 @@ pub struct PaletteParams {
     /// `last_sampled` (Algorithm 2) or `cumulative` (Section 3.4's index).
     #[serde(default = "last_sampled")]
     pub rule: Rule,
+    /// `bins` (each budget selects within its own size range, Section 3.4's prose) or
+    /// `at_most` (Algorithm 2's `p(a) <= t`, literally).
+    #[serde(default = "bins")]
+    pub ranges: Ranges,
     #[serde(default)]
     pub eval: EvalParams,
 }
 
 fn last_sampled() -> Rule {
     Rule::LastSampled
+}
+
+fn bins() -> Ranges {
+    Ranges::Bins
 }
 
 /// One subnet of a palette, as `palette.json` lists it.
@@ -139,14 +151,15 @@ impl StageKind for Palette {
     type Params = PaletteParams;
     const NAME: &'static str = "palette";
     // 2: rows keyed by budget index (budgets closer than 0.01 MFLOPs collided).
-    const VERSION: &'static str = "2";
+    // 3: size-range selection (`ranges`), fallback column.
+    const VERSION: &'static str = "3";
 
     fn run(&self, p: &PaletteParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
         let t = trained(ctx)?;
         let metrics = Metrics::new(&t.model.space);
         let limits = p.budgets.limits(&t.omega, &metrics)?;
-        let picks = palette(&t.omega, &metrics, Metric::Macs, &limits, p.rule)?;
+        let picks = palette(&t.omega, &metrics, Metric::Macs, &limits, p.rule, p.ranges)?;
         let tester = Tester::new(&t.model, &data, &p.eval, ctx.seed)?;
         let mut entries = Vec::new();
         ctx.progress.set_total(picks.len() as u64 + 2, "subnets");
@@ -190,6 +203,7 @@ impl StageKind for Palette {
                     ("test_acc", e.test_acc),
                     ("last_iter", s.last_iter),
                     ("feasible", s.feasible),
+                    ("fallback", s.fallback),
                     ("omega", s.omega_len)
                 ],
             );
@@ -231,7 +245,8 @@ impl StageKind for Selection {
     type Params = SelectionParams;
     const NAME: &'static str = "selection";
     // 2: rows keyed by budget index.
-    const VERSION: &'static str = "2";
+    // 3: the fixed rule both over size ranges (`fixed`) and literally (`fixed_le`).
+    const VERSION: &'static str = "3";
 
     fn run(&self, p: &SelectionParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
@@ -254,10 +269,28 @@ impl StageKind for Selection {
         // The fixed rule: Omega and metric look-ups only. Its validation accuracy is measured
         // for the table, outside its cost.
         let t0 = std::time::Instant::now();
-        let fixed = palette(&t.omega, &metrics, Metric::Macs, &limits, Rule::LastSampled)?;
-        let fixed_s = t0.elapsed().as_secs_f64();
+        let fixed = palette(
+            &t.omega,
+            &metrics,
+            Metric::Macs,
+            &limits,
+            Rule::LastSampled,
+            Ranges::Bins,
+        )?;
+        let literal = palette(
+            &t.omega,
+            &metrics,
+            Metric::Macs,
+            &limits,
+            Rule::LastSampled,
+            Ranges::AtMost,
+        )?;
+        let fixed_s = t0.elapsed().as_secs_f64() / 2.0;
         for s in &fixed {
             rows.push(("fixed", s.budget.limit, s.config.clone(), s.cost, 0.0));
+        }
+        for s in &literal {
+            rows.push(("fixed_le", s.budget.limit, s.config.clone(), s.cost, 0.0));
         }
         let mut ropts = p.random;
         ropts.seed ^= ctx.seed;
@@ -294,7 +327,10 @@ impl StageKind for Selection {
         let pr = &evo.predictor;
         ctx.emit(
             "predictor",
-            map![("dataset", data.spec.name.clone())],
+            map![
+                ("dataset", data.spec.name.clone()),
+                ("seed", t.seed.clone())
+            ],
             map![
                 ("samples", p.predictor_samples),
                 ("test_n", pr.test_n),
@@ -312,7 +348,7 @@ impl StageKind for Selection {
             let mflops = tofa_nn::cost(&t.model.space, &cfg)?.macs as f64 / 1e6;
             let evaluations = cost.evaluations as f64 + share * shared.evaluations as f64;
             let images = cost.images as f64 + share * shared.images as f64;
-            let wall = if method == "fixed" {
+            let wall = if method.starts_with("fixed") {
                 fixed_s / limits.len().max(1) as f64
             } else {
                 cost.wall_s + share * shared.wall_s
@@ -321,6 +357,7 @@ impl StageKind for Selection {
                 "selection",
                 map![
                     ("dataset", data.spec.name.clone()),
+                    ("seed", t.seed.clone()),
                     ("budget", budget),
                     ("method", method)
                 ],

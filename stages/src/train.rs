@@ -428,6 +428,10 @@ pub struct TofaTrain;
 pub struct TofaTrainParams {
     /// The loss of eq. (4): `lab`, `fm`, `dist` or `full`.
     pub variant: Variant,
+    /// The replicate's label (`seed` key of the rows). The random draws come from the stage
+    /// seed, which the runner derives from the stage id (that names the replicate).
+    #[serde(default = "seed0")]
+    pub seed: String,
     /// Everything else of Section 4.2 (paper defaults; `variant` and `seed` here are ignored).
     #[serde(default)]
     pub train: TrainConfig,
@@ -439,7 +443,9 @@ impl StageKind for TofaTrain {
     type Params = TofaTrainParams;
     const NAME: &'static str = "tofa_train";
     // 2: the supernet runs on the NHWC fused ops (other float rounding, other weights)
-    const VERSION: &'static str = "2";
+    // 3: FixMatch cutoff scaled to the smoothing cap, teacher pass and subnets without
+    //    dropout, warm-up scaled to the run, Omega without the maxnet; seed key, diagnostics
+    const VERSION: &'static str = "3";
 
     fn run(&self, p: &TofaTrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
@@ -471,14 +477,18 @@ impl StageKind for TofaTrain {
         let max = SubnetConfig::maxnet(&model.space);
         let min = SubnetConfig::minnet(&model.space);
         let (amax, amin) = (tester.test(&max)?, tester.test(&min)?);
+        let (mask, pl) = fixmatch_diagnostics(&outcome);
         ctx.emit(
             "tofa",
             map![
                 ("dataset", data.spec.name.clone()),
                 ("variant", p.variant.name()),
-                ("start", start)
+                ("start", start),
+                ("seed", p.seed.clone())
             ],
             map![
+                ("mask_rate", mask),
+                ("pl_acc", pl),
                 ("maxnet_acc", amax.accuracy * 100.0),
                 ("minnet_acc", amin.accuracy * 100.0),
                 ("maxnet_mflops", mflops(&model.space, &max)?),
@@ -535,6 +545,9 @@ pub struct BaselineParams {
     /// dependency for its `i`-th budget.
     #[serde(default = "maxnet")]
     pub arch: String,
+    /// The replicate's label, as in [`TofaTrainParams::seed`].
+    #[serde(default = "seed0")]
+    pub seed: String,
     #[serde(default)]
     pub train: TrainConfig,
     #[serde(default)]
@@ -545,11 +558,27 @@ fn maxnet() -> String {
     "maxnet".into()
 }
 
+fn seed0() -> String {
+    "0".into()
+}
+
+/// Mean FixMatch mask rate and pseudo-label accuracy over the last quarter of a run (when the
+/// maxnet is most confident); `None` when FixMatch was off or nothing was confident.
+fn fixmatch_diagnostics(o: &tofa_train::TrainOutcome) -> (Option<f64>, Option<f64>) {
+    let tail = &o.curve[o.curve.len() - o.curve.len().div_ceil(4)..];
+    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    (
+        mean(tail.iter().filter_map(|r| r.mask_rate).collect()),
+        mean(tail.iter().filter_map(|r| r.pl_acc).collect()),
+    )
+}
+
 impl StageKind for BaselineTrain {
     type Params = BaselineParams;
     const NAME: &'static str = "baseline_train";
     // 2: the supernet runs on the NHWC fused ops (other float rounding, other weights)
-    const VERSION: &'static str = "2";
+    // 3: as tofa_train 3 (FixMatch cutoff, teacher pass, warm-up); seed key, diagnostics
+    const VERSION: &'static str = "3";
 
     fn run(&self, p: &BaselineParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
@@ -590,14 +619,18 @@ impl StageKind for BaselineTrain {
             SingleMode::Labelled => "labelled",
             SingleMode::FixMatch => "fixmatch",
         };
+        let (mask, pl) = fixmatch_diagnostics(&outcome);
         ctx.emit(
             "baseline",
             map![
                 ("dataset", data.spec.name.clone()),
                 ("mode", mode),
-                ("arch", p.arch.clone())
+                ("arch", p.arch.clone()),
+                ("seed", p.seed.clone())
             ],
             map![
+                ("mask_rate", mask),
+                ("pl_acc", pl),
                 ("acc", acc.accuracy * 100.0),
                 ("subnet", arch.id()),
                 ("mflops", mflops(&model.space, &arch)?),

@@ -46,5 +46,6 @@ pub use predictor::{
 };
 pub use random::{RandomOpts, best_sample, random_search};
 pub use rule::{
-    Rule, Selected, metric_range, metric_values, palette, select_fixed, select_fixed_values,
+    Ranges, Rule, Selected, metric_range, metric_values, palette, select_fixed,
+    select_fixed_in_range, select_fixed_values,
 };

@@ -5,6 +5,15 @@
 //! sampled ([`Rule::LastSampled`], Algorithm 2) or the sum of the iterations at which it was
 //! sampled ([`Rule::Cumulative`], Section 3.4's prose).
 //!
+//! # Size ranges
+//! Read literally (`p(a) <= t`, [`Ranges::AtMost`]), every budget admits the minnet, which the
+//! sandwich rule samples at every iteration: it wins every budget that the last random
+//! subnets miss. The paper's prose says the rule "select[s] a subnet within each size range"
+//! (Section 3.4), and that "the variation of accuracy across subnets within a given size
+//! range ... is relatively small" (Introduction). [`Ranges::Bins`] reads it so: with budgets
+//! `t_1 < ... < t_m`, budget `t_i` selects among `t_{i-1} < p(a) <= t_i` (`t_0 = -inf`), and
+//! falls back to `p(a) <= t_i` when that range holds no subnet of Omega.
+//!
 //! # Ties
 //! Several subnets share a last iteration (the sandwich rule samples several per iteration),
 //! so ties are common. They are broken deterministically by, in order: the larger index `s`;
@@ -49,6 +58,26 @@ impl Rule {
     }
 }
 
+/// Which subnets a budget admits (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ranges {
+    /// `p(a) <= t`: Algorithm 2's line 3, literally.
+    AtMost,
+    /// `t_prev < p(a) <= t`, the budget's own size range, with `p(a) <= t` as fallback.
+    Bins,
+}
+
+impl Ranges {
+    /// `at_most` or `bins`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ranges::AtMost => "at_most",
+            Ranges::Bins => "bins",
+        }
+    }
+}
+
 /// The subnet the rule picked for one budget.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Selected {
@@ -68,9 +97,14 @@ pub struct Selected {
     pub last_iter: u64,
     pub cumulative: u64,
     pub count: u64,
-    /// Size of Omega and how many of its subnets met the budget.
+    /// Size of Omega and how many of its subnets were candidates (in the budget's range, or
+    /// meeting the budget when there is no range or it was empty).
     pub omega_len: usize,
     pub feasible: usize,
+    /// Exclusive lower end of the size range searched (`None`: no lower end).
+    pub range_lower: Option<f64>,
+    /// Whether the range held no subnet and the rule fell back to `p(a) <= t`.
+    pub fallback: bool,
     /// Measured cost: no evaluations, only metric look-ups and wall time.
     pub cost: SearchCost,
 }
@@ -105,6 +139,32 @@ pub fn select_fixed(
     Ok(s)
 }
 
+/// Algorithm 2 within the size range `lower < p(a) <= budget.limit` (precomputed values as
+/// in [`select_fixed_values`]); when no subnet of Omega lies in the range, the literal
+/// `p(a) <= t` with `fallback` set.
+pub fn select_fixed_in_range(
+    omega: &Omega,
+    values: &[f64],
+    lower: f64,
+    budget: Budget,
+    rule: Rule,
+) -> Result<Selected> {
+    let in_range = |v: f64| v > lower && budget.admits(v);
+    match pick(omega, values, budget, rule, &in_range) {
+        Err(SelectError::InfeasibleBudget { .. }) => {
+            let mut s = select_fixed_values(omega, values, budget, rule)?;
+            s.range_lower = Some(lower);
+            s.fallback = true;
+            Ok(s)
+        }
+        Ok(mut s) => {
+            s.range_lower = Some(lower);
+            Ok(s)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Algorithm 2 on precomputed metric values (`values[i]` belongs to `omega.entries()[i]`).
 /// A NaN or infinite value never meets a budget: use it for unmeasured subnets.
 pub fn select_fixed_values(
@@ -112,6 +172,17 @@ pub fn select_fixed_values(
     values: &[f64],
     budget: Budget,
     rule: Rule,
+) -> Result<Selected> {
+    pick(omega, values, budget, rule, &|v| budget.admits(v))
+}
+
+/// The best entry by `rule` among those whose value `admits`; ties as in the module docs.
+fn pick(
+    omega: &Omega,
+    values: &[f64],
+    budget: Budget,
+    rule: Rule,
+    admits: &dyn Fn(f64) -> bool,
 ) -> Result<Selected> {
     let t = Instant::now();
     let entries = omega.entries();
@@ -128,7 +199,7 @@ pub fn select_fixed_values(
     let mut best: Option<usize> = None;
     let mut feasible = 0;
     for (i, (e, &v)) in entries.iter().zip(values).enumerate() {
-        if !(v.is_finite() && budget.admits(v)) {
+        if !(v.is_finite() && admits(v)) {
             continue;
         }
         feasible += 1;
@@ -172,6 +243,8 @@ pub fn select_fixed_values(
         count: e.count,
         omega_len: entries.len(),
         feasible,
+        range_lower: None,
+        fallback: false,
         cost: SearchCost {
             metric_queries: entries.len() as u64,
             wall_s: t.elapsed().as_secs_f64(),
@@ -181,13 +254,15 @@ pub fn select_fixed_values(
 }
 
 /// Algorithm 2 over a list of budgets on one metric (the palette), metric values computed
-/// once. Fails on the first infeasible budget.
+/// once, results in the order of `limits`. With [`Ranges::Bins`] a budget's range starts
+/// above the next smaller limit of the list. Fails on the first infeasible budget.
 pub fn palette(
     omega: &Omega,
     metrics: &dyn MetricProvider,
     metric: Metric,
     limits: &[f64],
     rule: Rule,
+    ranges: Ranges,
 ) -> Result<Vec<Selected>> {
     let t = Instant::now();
     let values = metric_values(omega, metrics, metric)?;
@@ -195,7 +270,16 @@ pub fn palette(
     limits
         .iter()
         .map(|&l| {
-            let mut s = select_fixed_values(omega, &values, Budget::new(metric, l), rule)?;
+            let budget = Budget::new(metric, l);
+            let below = limits
+                .iter()
+                .copied()
+                .filter(|&o| o < l)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let mut s = match ranges {
+                Ranges::AtMost => select_fixed_values(omega, &values, budget, rule)?,
+                Ranges::Bins => select_fixed_in_range(omega, &values, below, budget, rule)?,
+            };
             s.cost.wall_s += shared;
             Ok(s)
         })

@@ -25,7 +25,7 @@ use crate::error::{Result, Stage, TrainError, io_err};
 use crate::train::{IterRecord, TrainCost};
 
 /// Format version of `state.json`.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// `state.json` of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -185,7 +185,7 @@ pub mod exact_curve {
     fn line(r: &IterRecord) -> String {
         let o = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
         format!(
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{}",
             r.iter,
             r.lr,
             r.total,
@@ -193,15 +193,16 @@ pub mod exact_curve {
             o(r.fm),
             o(r.mask_rate),
             o(r.dist_lab),
-            o(r.dist_unlab)
+            o(r.dist_unlab),
+            o(r.pl_acc)
         )
     }
 
     fn parse(s: &str) -> Result<IterRecord, String> {
         let f: Vec<&str> = s.split(',').collect();
-        if f.len() != 8 {
+        if f.len() != 9 {
             return Err(format!(
-                "curve line `{s}` has {} fields, expected 8",
+                "curve line `{s}` has {} fields, expected 9",
                 f.len()
             ));
         }
@@ -225,6 +226,7 @@ pub mod exact_curve {
             mask_rate: opt(f[5])?,
             dist_lab: opt(f[6])?,
             dist_unlab: opt(f[7])?,
+            pl_acc: opt(f[8])?,
         })
     }
 

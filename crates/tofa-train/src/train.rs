@@ -56,17 +56,22 @@ pub struct IterRecord {
     pub dist_lab: Option<f64>,
     /// `L^dist_sub` on the unlabelled batch, summed over the sandwich subnets.
     pub dist_unlab: Option<f64>,
+    /// Diagnostics, never trained on: accuracy of the confident pseudo-labels against the
+    /// unlabelled images' true labels (`None` when no image was confident or FixMatch is off).
+    #[serde(default)]
+    pub pl_acc: Option<f64>,
 }
 
 impl IterRecord {
     /// CSV header of [`IterRecord::csv_row`].
-    pub const CSV_HEADER: &'static str = "iter,lr,total,lab,fm,mask_rate,dist_lab,dist_unlab";
+    pub const CSV_HEADER: &'static str =
+        "iter,lr,total,lab,fm,mask_rate,dist_lab,dist_unlab,pl_acc";
 
     /// One CSV line (empty cells for terms that are off).
     pub fn csv_row(&self) -> String {
         let o = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
         format!(
-            "{},{:.6e},{:.6},{:.6},{},{},{},{}",
+            "{},{:.6e},{:.6},{:.6},{},{},{},{},{}",
             self.iter,
             self.lr,
             self.total,
@@ -74,7 +79,8 @@ impl IterRecord {
             o(self.fm),
             o(self.mask_rate),
             o(self.dist_lab),
-            o(self.dist_unlab)
+            o(self.dist_unlab),
+            o(self.pl_acc)
         )
     }
 }
@@ -175,6 +181,7 @@ impl TrainOutcome {
                     mask_rate: avg(&w.iter().map(|r| r.mask_rate).collect::<Vec<_>>()),
                     dist_lab: avg(&w.iter().map(|r| r.dist_lab).collect::<Vec<_>>()),
                     dist_unlab: avg(&w.iter().map(|r| r.dist_unlab).collect::<Vec<_>>()),
+                    pl_acc: avg(&w.iter().map(|r| r.pl_acc).collect::<Vec<_>>()),
                 }
             })
             .collect()
@@ -234,13 +241,43 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(f64::from(t.to_scalar::<f32>()?))
 }
 
-fn train_mode<'r>(rng: &'r mut ChaCha8Rng, cfg: &TrainConfig, update_bn: bool) -> Mode<'r> {
+/// Which regularisation a training-mode pass gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reg {
+    /// `cfg.dropout` and `cfg.drop_connect`.
+    On,
+    /// None: BN still on batch statistics.
+    Off,
+}
+
+fn train_mode<'r>(
+    rng: &'r mut ChaCha8Rng,
+    cfg: &TrainConfig,
+    update_bn: bool,
+    reg: Reg,
+) -> Mode<'r> {
+    let on = reg == Reg::On;
     Mode::Train(TrainOpts {
         rng,
-        dropout: cfg.dropout,
-        drop_connect: cfg.drop_connect,
+        dropout: if on { cfg.dropout } else { 0.0 },
+        drop_connect: if on { cfg.drop_connect } else { 0.0 },
         update_bn_stats: update_bn,
     })
+}
+
+/// Accuracy of the pseudo-labels of `weak_logits` whose confidence exceeds `cutoff`, against
+/// the true labels (diagnostics only); `None` when no image is confident.
+fn pseudo_label_accuracy(weak_logits: &Tensor, truth: &Tensor, cutoff: f64) -> Result<Option<f64>> {
+    let (pl, mask) = crate::loss::pseudo_labels(weak_logits, cutoff)?;
+    let confident = f64::from(mask.sum_all()?.to_scalar::<f32>()?);
+    if confident == 0.0 {
+        return Ok(None);
+    }
+    let hit = pl
+        .eq(&truth.to_dtype(candle_core::DType::U32)?)?
+        .to_dtype(candle_core::DType::F32)?;
+    let right = f64::from((hit * mask)?.sum_all()?.to_scalar::<f32>()?);
+    Ok(Some(right / confident))
 }
 
 /// Running totals of one iteration's compute.
@@ -282,15 +319,19 @@ fn step(c: StepCtx<'_>, variant: Variant, single: Option<&SubnetConfig>) -> Resu
         subnets.push(SubnetConfig::minnet(space));
     }
     let mut spend = Spend::default();
+    let cutoff = cfg.fixmatch_cutoff(c.net.num_classes());
     let lab_b = &c.batch.labelled;
     let bl = lab_b.indices.len();
 
-    // lines 5-7: maxnet on the weak labelled view (updates its BN running statistics)
-    c.omega.record(c.iter, &max);
+    // lines 5-7: maxnet on the weak labelled view (updates its BN running statistics). A
+    // single network is its own Omega; in TOFA, Omega holds A_sample only (lines 13, 18-19).
+    if single.is_some() {
+        c.omega.record(c.iter, &max);
+    }
     let max_lab = c.net.forward_t(
         &fit(&lab_b.images, max.resolution)?,
         &max,
-        train_mode(c.rng, cfg, true),
+        train_mode(c.rng, cfg, true, Reg::On),
     )?;
     spend.add(space, &max, bl, true)?;
 
@@ -305,35 +346,52 @@ fn step(c: StepCtx<'_>, variant: Variant, single: Option<&SubnetConfig>) -> Resu
     } else {
         None
     };
+    // The teacher pass has no dropout or drop-connect: it only makes targets, and the masks
+    // would lower its confidence and add noise to the soft targets.
     let (mut max_weak, mut max_strong) = (None, None);
     if let Some(u) = unl {
         let bu = u.indices.len();
         let xw = fit(&u.weak, max.resolution)?;
         max_weak = Some(
             c.net
-                .forward_t(&xw, &max, train_mode(c.rng, cfg, false))?
+                .forward_t(&xw, &max, train_mode(c.rng, cfg, false, Reg::Off))?
                 .detach(),
         );
         spend.add(space, &max, bu, false)?;
         if variant.fixmatch() {
             let xs = fit(&u.strong, max.resolution)?;
-            max_strong = Some(c.net.forward_t(&xs, &max, train_mode(c.rng, cfg, false))?);
+            max_strong = Some(c.net.forward_t(
+                &xs,
+                &max,
+                train_mode(c.rng, cfg, false, Reg::On),
+            )?);
             spend.add(space, &max, bu, true)?;
         }
     }
 
     // lines 12-15: sandwich subnets on the labelled (and unlabelled) weak views
+    let sub_reg = if cfg.regularise_subnets {
+        Reg::On
+    } else {
+        Reg::Off
+    };
     let (mut sub_lab, mut sub_unlab) = (Vec::new(), Vec::new());
     for a in &subnets {
         c.omega.record(c.iter, a);
         let x = fit(&lab_b.images, a.resolution)?;
-        sub_lab.push(c.net.forward_t(&x, a, train_mode(c.rng, cfg, false))?);
+        sub_lab.push(
+            c.net
+                .forward_t(&x, a, train_mode(c.rng, cfg, false, sub_reg))?,
+        );
         spend.add(space, a, bl, true)?;
         if variant.distil_unlabelled()
             && let Some(u) = unl
         {
             let x = fit(&u.weak, a.resolution)?;
-            sub_unlab.push(c.net.forward_t(&x, a, train_mode(c.rng, cfg, false))?);
+            sub_unlab.push(
+                c.net
+                    .forward_t(&x, a, train_mode(c.rng, cfg, false, sub_reg))?,
+            );
             spend.add(space, a, u.indices.len(), true)?;
         }
     }
@@ -347,9 +405,13 @@ fn step(c: StepCtx<'_>, variant: Variant, single: Option<&SubnetConfig>) -> Resu
             sub_lab: &sub_lab,
             sub_unlab: &sub_unlab,
         },
-        cfg.fixmatch_threshold,
+        cutoff,
         cfg.label_smoothing,
     )?;
+    let pl_acc = match (variant.fixmatch(), &max_weak, unl) {
+        (true, Some(w), Some(u)) => pseudo_label_accuracy(w, &u.labels, cutoff)?,
+        _ => None,
+    };
     let record = IterRecord {
         iter: c.iter,
         lr: 0.0,
@@ -359,6 +421,7 @@ fn step(c: StepCtx<'_>, variant: Variant, single: Option<&SubnetConfig>) -> Resu
         mask_rate: terms.mask_rate,
         dist_lab: terms.dist_lab,
         dist_unlab: terms.dist_unlab,
+        pl_acc,
     };
     Ok(StepOut {
         total: terms.total,
@@ -586,10 +649,13 @@ fn run_loop(
 /// 5. one backward pass of the sum and one SGD step: the gradients of all sampled networks
 ///    accumulate into one update.
 ///
-/// Forward passes run in training mode (dropout, drop-connect, BN on batch statistics), the
-/// teacher passes included, as in FixMatch. Every sampled subnet, maxnet and minnet included,
-/// is recorded in the Omega with `t`. A subnet at a resolution below the batch's is fed the
-/// batch resized.
+/// Forward passes run in training mode (BN on batch statistics). Dropout and drop-connect are
+/// on for the maxnet's passes with gradient only: not for the detached teacher pass on the
+/// weak unlabelled view, and not for the sandwich subnets unless `cfg.regularise_subnets`
+/// (BigNAS regularises only the largest child). The FixMatch mask uses
+/// [`TrainConfig::fixmatch_cutoff`]. Omega records `A_sample` = the random subnets and the
+/// minnet with `t` (Algorithm 1, lines 13 and 18-19), not the maxnet. A subnet at a
+/// resolution below the batch's is fed the batch resized.
 ///
 /// With `ckpt_dir`, a checkpoint is written every `cfg.checkpoint_every` iterations and at
 /// the end, and a run finding a checkpoint there resumes from it (same config required),

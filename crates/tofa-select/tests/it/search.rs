@@ -4,9 +4,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tofa_nn::{Omega, SubnetConfig};
 use tofa_select::{
-    Budget, EvoOpts, Metric, MetricProvider, Metrics, PredictorOpts, RandomOpts, Rule, SelectError,
-    collect_samples, evolutionary_search, evolve, palette, random_search, select_fixed,
-    train_predictor,
+    Budget, EvoOpts, Metric, MetricProvider, Metrics, PredictorOpts, RandomOpts, Ranges, Rule,
+    SelectError, collect_samples, evolutionary_search, evolve, palette, random_search,
+    select_fixed, train_predictor,
 };
 
 use crate::{Synthetic, macs, tiny};
@@ -123,13 +123,100 @@ fn infeasible_budget_names_the_smallest_feasible_value() {
 }
 
 #[test]
+fn binned_rule_picks_within_each_budgets_range() {
+    // Algorithm 1's Omega: the minnet every iteration, two random subnets (no maxnet).
+    let s = tiny();
+    let m = Metrics::new(&s);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut o = Omega::new();
+    for it in 1..=60 {
+        o.record(it, &SubnetConfig::minnet(&s));
+        for _ in 0..2 {
+            o.record(it, &SubnetConfig::sample(&s, &mut rng));
+        }
+    }
+    let (lo, hi) = tofa_select::metric_range(&o, &m, Metric::Macs).unwrap();
+    let limits: Vec<f64> = (0..5).map(|i| lo + (hi - lo) * i as f64 / 4.0).collect();
+    let min_id = SubnetConfig::minnet(&s).id();
+    let literal = palette(
+        &o,
+        &m,
+        Metric::Macs,
+        &limits,
+        Rule::LastSampled,
+        Ranges::AtMost,
+    )
+    .unwrap();
+    let bins = palette(
+        &o,
+        &m,
+        Metric::Macs,
+        &limits,
+        Rule::LastSampled,
+        Ranges::Bins,
+    )
+    .unwrap();
+    // reversed limits give the same picks: a budget's range depends on the set, not the order
+    let rev: Vec<f64> = limits.iter().rev().copied().collect();
+    let bins_rev = palette(&o, &m, Metric::Macs, &rev, Rule::LastSampled, Ranges::Bins).unwrap();
+    let mut non_min = 0;
+    for (i, sel) in bins.iter().enumerate() {
+        assert_eq!(sel.id, bins_rev[limits.len() - 1 - i].id);
+        let lower = if i == 0 {
+            f64::NEG_INFINITY
+        } else {
+            limits[i - 1]
+        };
+        let in_range: Vec<_> = o
+            .entries()
+            .iter()
+            .filter(|e| {
+                let v = macs(&s, &e.config);
+                v > lower && v <= limits[i]
+            })
+            .collect();
+        assert_eq!(sel.fallback, in_range.is_empty(), "budget {i}");
+        if !sel.fallback {
+            assert!(sel.value > lower && sel.value <= limits[i], "budget {i}");
+            assert_eq!(sel.feasible, in_range.len());
+            // the latest-sampled subnet of the range
+            let best = in_range.iter().map(|e| e.last_iter).max().unwrap();
+            assert_eq!(sel.last_iter, best);
+        }
+        // the minnet only where the range holds the minnet alone
+        if sel.id == min_id {
+            assert!(in_range.iter().all(|e| e.id == min_id), "budget {i}");
+        } else {
+            non_min += 1;
+        }
+    }
+    assert!(
+        non_min >= 3,
+        "{non_min} of 5 budgets pick a subnet other than the minnet"
+    );
+    // the literal rule: the minnet, sampled at the last iteration, wins whatever the last two
+    // random subnets miss
+    let literal_min = literal.iter().filter(|p| p.id == min_id).count();
+    let bins_min = bins.iter().filter(|p| p.id == min_id).count();
+    assert!(literal_min >= bins_min);
+}
+
+#[test]
 fn palette_and_measured_latency() {
     let s = tiny();
     let mut m = Metrics::new(&s);
     let o = omega(30, 3);
     let (lo, hi) = tofa_select::metric_range(&o, &m, Metric::Params).unwrap();
     let limits: Vec<f64> = (0..5).map(|i| lo + (hi - lo) * i as f64 / 4.0).collect();
-    let p = palette(&o, &m, Metric::Params, &limits, Rule::LastSampled).unwrap();
+    let p = palette(
+        &o,
+        &m,
+        Metric::Params,
+        &limits,
+        Rule::LastSampled,
+        Ranges::AtMost,
+    )
+    .unwrap();
     assert_eq!(p.len(), 5);
     for (sel, l) in p.iter().zip(&limits) {
         assert!(sel.value <= *l);
