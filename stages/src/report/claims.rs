@@ -18,13 +18,22 @@ use super::{
 };
 use crate::StageError;
 
+/// Accuracies (or costs) by seed.
+type BySeed = BTreeMap<String, f64>;
+
+/// The two sides of a claim on one data set (and budget, for selection claims).
+struct Pair {
+    a: BySeed,
+    b: BySeed,
+}
+
 /// One checked claim.
 struct Claim {
     claim: String,
     ours_a: String,
     ours_b: String,
     /// Per data set: `a` and `b` by seed.
-    pairs: Vec<(String, BTreeMap<String, f64>, BTreeMap<String, f64>)>,
+    pairs: Vec<Pair>,
     /// Added to `a - b` before the verdict (1 for "within 1 point").
     margin: f64,
 }
@@ -42,7 +51,7 @@ impl Claim {
     fn summary(&self) -> Option<Summary> {
         // seeds present for both sides on every data set
         let mut seeds: Option<Vec<String>> = None;
-        for (_, a, b) in &self.pairs {
+        for Pair { a, b, .. } in &self.pairs {
             let here: Vec<String> = a.keys().filter(|s| b.contains_key(*s)).cloned().collect();
             seeds = Some(match seeds {
                 None => here,
@@ -53,11 +62,9 @@ impl Claim {
         let nd = self.pairs.len() as f64;
         let per_seed: Vec<f64> = seeds
             .iter()
-            .map(|s| self.pairs.iter().map(|(_, a, b)| a[s] - b[s]).sum::<f64>() / nd)
+            .map(|s| self.pairs.iter().map(|p| p.a[s] - p.b[s]).sum::<f64>() / nd)
             .collect();
-        let mean_of = |pick: &dyn Fn(
-            &(String, BTreeMap<String, f64>, BTreeMap<String, f64>),
-        ) -> &BTreeMap<String, f64>| {
+        let mean_of = |pick: &dyn Fn(&Pair) -> &BySeed| {
             self.pairs
                 .iter()
                 .map(|p| seeds.iter().map(|s| pick(p)[s]).sum::<f64>() / seeds.len() as f64)
@@ -67,14 +74,14 @@ impl Claim {
         let holds_on = self
             .pairs
             .iter()
-            .filter(|(_, a, b)| {
-                let d = seeds.iter().map(|s| a[s] - b[s]).sum::<f64>() / seeds.len() as f64;
+            .filter(|p| {
+                let d = seeds.iter().map(|s| p.a[s] - p.b[s]).sum::<f64>() / seeds.len() as f64;
                 d + self.margin > 0.0
             })
             .count();
         Some(Summary {
-            a: mean_of(&|p| &p.1),
-            b: mean_of(&|p| &p.2),
+            a: mean_of(&|p| &p.a),
+            b: mean_of(&|p| &p.b),
             diff: Stat::of(&per_seed)?,
             holds_on,
             datasets: self.pairs.len(),
@@ -109,13 +116,13 @@ fn pairs(
     ma: &str,
     b: impl Fn(&Row, &str) -> bool,
     mb: &str,
-) -> Vec<(String, BTreeMap<String, f64>, BTreeMap<String, f64>)> {
+) -> Vec<Pair> {
     datasets(rows.iter().filter(|r| r.table == table))
         .into_iter()
         .filter_map(|d| {
             let x = super::by_seed(rows, |r| a(r, &d), ma);
             let y = super::by_seed(rows, |r| b(r, &d), mb);
-            (!x.is_empty() && !y.is_empty()).then_some((d, x, y))
+            (!x.is_empty() && !y.is_empty()).then_some(Pair { a: x, b: y })
         })
         .collect()
 }
@@ -155,7 +162,7 @@ fn selection_claims(rows: &[Row], out: &mut Vec<Claim>) {
                         let x = super::by_seed(rows, |r| is(r, &d, bb, fixed), "test_acc");
                         let y = super::by_seed(rows, |r| is(r, &d, bb, search), "test_acc");
                         if !x.is_empty() && !y.is_empty() {
-                            ps.push((format!("{d}#{bb}"), x, y));
+                            ps.push(Pair { a: x, b: y });
                         }
                     }
                 }
