@@ -58,6 +58,8 @@ fn small_cfg(iterations: u64, variant: Variant) -> TrainConfig {
         batch_labelled: 8,
         batch_unlabelled: 8,
         warmup_epochs: 1.0,
+        // warm-up in epochs as written, not scaled to the paper's 10,000 iterations
+        warmup_reference_iterations: iterations,
         variant,
         seed: 5,
         ..TrainConfig::default()
@@ -79,7 +81,7 @@ fn weights(net: &Supernet) -> Vec<(String, Vec<u32>)> {
 fn each_variant_has_its_loss_terms_and_records_omega() {
     let t = task(12, 0.3);
     let space = space();
-    let (max, min) = (SubnetConfig::maxnet(&space), SubnetConfig::minnet(&space));
+    let min = SubnetConfig::minnet(&space);
     for v in Variant::ALL {
         let mut net = Supernet::new(&space, 1).unwrap();
         let mut seen = 0;
@@ -107,13 +109,13 @@ fn each_variant_has_its_loss_terms_and_records_omega() {
                 "{v:?}: {r:?}"
             );
         }
-        // Omega: maxnet + 2 random + minnet per iteration
+        // Omega: A_sample = 2 random + minnet per iteration (Algorithm 1, lines 13, 18-19),
+        // no longer the maxnet too (that made 8)
         let o = &out.omega;
-        assert_eq!(o.entries().iter().map(|e| e.count).sum::<u64>(), 8);
-        let emax = o.get(&max.id()).expect("maxnet in omega");
+        assert_eq!(o.entries().iter().map(|e| e.count).sum::<u64>(), 6);
         let emin = o.get(&min.id()).expect("minnet in omega");
-        assert_eq!((emin.last_iter, emax.last_iter), (2, 2));
-        assert!(emin.cumulative >= 3 && emax.cumulative >= 3);
+        assert_eq!(emin.last_iter, 2);
+        assert!(emin.cumulative >= 3);
         // cost: (8 + 8) images per iteration for the variants reading unlabelled data
         let per = if v == Variant::Lab { 8 } else { 16 };
         assert_eq!(out.cost.images_processed, 2 * per);
@@ -518,7 +520,7 @@ fn curve_is_written_as_csv_and_averaged_in_windows() {
     let mut lines = csv.lines();
     assert_eq!(lines.next().unwrap(), tofa_train::IterRecord::CSV_HEADER);
     let row: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(row.len(), 8);
+    assert_eq!(row.len(), 9);
     assert_eq!(row[0], "1");
     assert!(
         row[4].parse::<f64>().is_ok() && row[7].is_empty(),
