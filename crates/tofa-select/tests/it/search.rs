@@ -301,6 +301,47 @@ fn random_search_respects_budget_and_counts_costs() {
     );
 }
 
+/// A budget at the minnet's cost that uniform draws do not hit (one draw allowed) still gets
+/// a pick, the minnet, from random and evolutionary search alike.
+#[test]
+fn a_budget_only_the_minnet_meets_gets_the_minnet() {
+    let s = tiny();
+    let m = Metrics::new(&s);
+    let min = SubnetConfig::minnet(&s);
+    let limit = macs(&s, &min);
+    let opts = RandomOpts {
+        k: 4,
+        max_draws: 1,
+        seed: 9,
+    };
+    let mut ev = Synthetic::new(0.01);
+    let found = random_search(&s, &m, Metric::Macs, &[limit], &opts, &mut ev).unwrap();
+    assert_eq!(found[0].config, min);
+    assert_eq!((found[0].candidates, found[0].cost.evaluations), (1, 1));
+    let eopts = EvoOpts {
+        population: 4,
+        generations: 2,
+        max_draws: 1,
+        ..EvoOpts::default()
+    };
+    let popts = PredictorOpts {
+        epochs: 5,
+        ..PredictorOpts::default()
+    };
+    let evo = evolutionary_search(
+        &s,
+        &m,
+        Metric::Macs,
+        &[limit],
+        20,
+        &popts,
+        &eopts,
+        &mut Synthetic::new(0.01),
+    )
+    .unwrap();
+    assert_eq!(evo.found[0].config, min);
+}
+
 #[test]
 fn predictor_beats_the_mean_on_held_out_subnets() {
     let s = tiny();
