@@ -65,6 +65,13 @@ pub struct DataSpec {
     pub world_seed: u64,
     #[serde(default = "one")]
     pub scale: f64,
+    /// Keep only the first `n` train (test) images of every class, in file order: a large
+    /// data set cut to the size the profile's budget affords (any source; applied before
+    /// resizing, so the full set is never held at `resolution`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_per_class: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_per_class: Option<usize>,
 }
 
 fn one() -> f64 {
@@ -101,7 +108,7 @@ impl DataSpec {
                 let dir = resolve(self.need("dir", &self.dir)?);
                 if self.name.to_ascii_lowercase().contains("fashion") {
                     // Same files, plus Fashion-MNIST's class names.
-                    tofa_data::idx::load_fashion_mnist(&dir)?.conform(&opts)?
+                    tofa_data::idx::load_fashion_mnist(&dir)?
                 } else {
                     tofa_data::idx::load_idx_dir(&dir, &self.name, None)?
                 }
@@ -139,6 +146,14 @@ impl DataSpec {
                     test: src("test").load(&opts)?,
                 }
             }
+        };
+        let cut = |d: tofa_data::Dataset, n: Option<usize>| match n {
+            Some(n) => d.first_per_class(n),
+            None => Ok(d),
+        };
+        let tt = TrainTest {
+            train: cut(tt.train, self.train_per_class)?,
+            test: cut(tt.test, self.test_per_class)?,
         };
         Ok(tt.conform(&opts)?)
     }

@@ -231,8 +231,14 @@ pub enum Init {
     /// Our seeded initialisation.
     #[default]
     Scratch,
-    /// A `.pth` (zip or legacy) or `.safetensors` file.
-    File { path: PathBuf, naming: NamingParam },
+    /// A `.pth` (zip or legacy) or `.safetensors` file: `$env` when that variable is set,
+    /// else `path` (relative to the working directory).
+    File {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+        naming: NamingParam,
+    },
     /// A file of a Hugging Face Hub model repo (e.g. `timm/mobilenetv3_large_100.ra_in1k`,
     /// `model.safetensors`), through hf-hub's cache; `$HF_ENDPOINT` is honoured.
     Hub {
@@ -309,8 +315,12 @@ pub struct Pretrain;
 pub struct PretrainParams {
     /// The source task (ignored apart from its class count when `train.iterations` is 0).
     pub data: DataSpec,
-    /// A built-in search space name (`tiny`, `small`, `lite0`, `paper`).
+    /// A built-in search space name (`tiny`, `small`, `lite0`, `lite2`, `paper`).
     pub space: String,
+    /// Input resolutions replacing the space's (a profile training at the resolution its
+    /// data and CPU afford, e.g. Lite0 at 56-64 px instead of 224).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolutions: Option<Vec<usize>>,
     #[serde(default)]
     pub init: Init,
     #[serde(default)]
@@ -334,11 +344,16 @@ impl StageKind for Pretrain {
     const VERSION: &'static str = "2";
 
     fn run(&self, p: &PretrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
-        let space = SearchSpace::builtin(&p.space)?;
+        let mut space = SearchSpace::builtin(&p.space)?;
+        if let Some(r) = &p.resolutions {
+            space = space.with_resolutions(r.clone())?;
+        }
         let net = Supernet::new(&space, ctx.seed)?;
         let init_row = match &p.init {
             Init::Scratch => map![("init", "scratch")],
-            Init::File { path, naming } => load_weights(&net, path, *naming)?,
+            Init::File { path, env, naming } => {
+                load_weights(&net, &weights_path(path, env.as_deref())?, *naming)?
+            }
             Init::Hub {
                 repo,
                 file,
@@ -388,6 +403,30 @@ impl StageKind for Pretrain {
         ctx.emit("pretrain", map![("source", p.data.name.clone())], metrics);
         Ok(())
     }
+}
+
+/// The weights file of [`Init::File`]: `$env` when set, else `path`; a missing file is an
+/// error naming both, and how to get the weights the built-in profiles use.
+pub fn weights_path(path: &Path, env: Option<&str>) -> Result<PathBuf, StageError> {
+    let from_env = env.and_then(|v| std::env::var_os(v).map(|p| (v, PathBuf::from(p))));
+    let (chosen, via) = match &from_env {
+        Some((v, p)) => (p.clone(), format!("${v}")),
+        None => (path.to_path_buf(), "param `init.path`".to_string()),
+    };
+    if chosen.is_file() {
+        return Ok(chosen);
+    }
+    let env_hint = match env {
+        Some(v) if from_env.is_none() => {
+            format!(" (${v} is not set; set it to the file to override)")
+        }
+        _ => String::new(),
+    };
+    Err(StageError::Param(format!(
+        "init: weights file `{}` from {via} not found{env_hint}; the profiles' ImageNet weights \
+         come from `bash scripts/fetch-weights.sh` (README, \"Real ImageNet weights\")",
+        chosen.display()
+    )))
 }
 
 fn load_weights(
@@ -548,6 +587,10 @@ pub struct BaselineParams {
     /// The replicate's label, as in [`TofaTrainParams::seed`].
     #[serde(default = "seed0")]
     pub seed: String,
+    /// A name for a model that is not of the TOFA space (e.g. `EfficientNet-Lite2`, a
+    /// reference network fine-tuned alone in Figures 2-4): emitted as the row key `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     #[serde(default)]
     pub train: TrainConfig,
     #[serde(default)]
@@ -620,14 +663,18 @@ impl StageKind for BaselineTrain {
             SingleMode::FixMatch => "fixmatch",
         };
         let (mask, pl) = fixmatch_diagnostics(&outcome);
+        let mut keys = map![
+            ("dataset", data.spec.name.clone()),
+            ("mode", mode),
+            ("arch", p.arch.clone()),
+            ("seed", p.seed.clone())
+        ];
+        if let Some(m) = &p.model {
+            keys.insert("model".into(), m.clone().into());
+        }
         ctx.emit(
             "baseline",
-            map![
-                ("dataset", data.spec.name.clone()),
-                ("mode", mode),
-                ("arch", p.arch.clone()),
-                ("seed", p.seed.clone())
-            ],
+            keys,
             map![
                 ("mask_rate", mask),
                 ("pl_acc", pl),

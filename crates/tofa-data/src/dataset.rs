@@ -195,6 +195,21 @@ impl Dataset {
         by_class
     }
 
+    /// The first `n` images of every class (all of a class with fewer), in file order: a
+    /// deterministic, class-balanced cut of a large data set that keeps its published order.
+    pub fn first_per_class(&self, n: usize) -> Result<Self> {
+        let mut taken = vec![0usize; self.num_classes()];
+        let keep: Vec<u32> = (0..self.len())
+            .filter(|&i| {
+                let c = &mut taken[self.labels[i] as usize];
+                *c += 1;
+                *c <= n
+            })
+            .map(|i| i as u32)
+            .collect();
+        self.subset(&keep)
+    }
+
     /// A new dataset holding the images at `indices`, in that order.
     pub fn subset(&self, indices: &[u32]) -> Result<Self> {
         let n = self.image_len();
@@ -339,6 +354,18 @@ mod tests {
             numbered_classes(2),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn first_per_class_keeps_file_order_and_caps_each_class() {
+        // labels 0 1 1 0: one of each class is the first and the second image
+        let d = tiny().first_per_class(1).unwrap();
+        assert_eq!(d.labels(), [0, 1]);
+        assert_eq!(d.image(1), tiny().image(1));
+        // a cap above every class keeps everything
+        let all = tiny().first_per_class(9).unwrap();
+        assert_eq!(all.labels(), tiny().labels());
+        assert_eq!(all.pixels(), tiny().pixels());
     }
 
     #[test]

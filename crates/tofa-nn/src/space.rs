@@ -319,9 +319,10 @@ impl TryFrom<SearchSpaceWire> for SearchSpace {
     }
 }
 
-const BUILTINS: [(&str, &str); 4] = [
+const BUILTINS: [(&str, &str); 5] = [
     ("paper", include_str!("../spaces/paper.toml")),
     ("lite0", include_str!("../spaces/lite0.toml")),
+    ("lite2", include_str!("../spaces/lite2.toml")),
     ("small", include_str!("../spaces/small.toml")),
     ("tiny", include_str!("../spaces/tiny.toml")),
 ];
@@ -340,7 +341,7 @@ impl SearchSpace {
     }
 
     /// A built-in space: `paper` (Table 1 of the TOFA paper), `lite0` (maxnet =
-    /// EfficientNet-Lite0), `small` (CPU `quick` profile), `tiny` (smoke tests).
+    /// EfficientNet-Lite0), `lite2` (EfficientNet-Lite2 alone), `small` (CPU `quick` profile), `tiny` (smoke tests).
     pub fn builtin(name: &str) -> Result<Self> {
         let (_, text) = BUILTINS
             .iter()
@@ -352,6 +353,13 @@ impl SearchSpace {
     /// Names of the built-in spaces.
     pub fn builtin_names() -> impl Iterator<Item = &'static str> {
         BUILTINS.iter().map(|(n, _)| *n)
+    }
+
+    /// Same space with other input resolution choices (a profile that trains at the
+    /// resolution its data and CPU afford), validated as a parsed space is.
+    pub fn with_resolutions(mut self, resolutions: Vec<usize>) -> Result<Self> {
+        self.resolutions = resolutions;
+        Self::from_toml(&self.to_toml()?)
     }
 
     /// Same space with another number of classes (a new task's classifier).
@@ -485,6 +493,17 @@ mod tests {
         assert_eq!(s.head.widths, [1280]);
         assert_eq!(s.head.expand, None);
         assert_eq!(s.resolutions, [224]);
+    }
+
+    #[test]
+    fn resolutions_can_be_replaced_and_are_validated() {
+        let s = SearchSpace::builtin("lite0").unwrap();
+        let r = s.clone().with_resolutions(vec![56, 64]).unwrap();
+        assert_eq!(r.resolutions, [56, 64]);
+        assert_eq!(r.stages, s.stages);
+        // below the total stride (32) and unsorted choices are refused
+        assert!(s.clone().with_resolutions(vec![16]).is_err());
+        assert!(s.with_resolutions(vec![]).is_err());
     }
 
     fn tiny_with(edit: impl FnOnce(&mut toml::Table)) -> Result<SearchSpace> {

@@ -42,16 +42,21 @@ fn smoke_paper_target_end_to_end_then_cached() {
         6 * 4 + 2,
         "24 TOFA runs + 2 from scratch"
     );
-    assert_eq!(rows_of(&t, "baseline").len(), 6 * 2 + 3 * 5);
+    assert_eq!(
+        rows_of(&t, "baseline").len(),
+        6 * 2 + 3 * 5 + 3,
+        "Table 3 baselines, same-architecture fine-tuning, the reference model"
+    );
     for r in rows_of(&t, "tofa") {
         let acc = r["metrics"]["maxnet_acc"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&acc), "{r}");
     }
-    // Selection compares three methods per budget and the fixed rule evaluates nothing.
+    // Selection compares four methods per budget and the fixed rule (both readings)
+    // evaluates nothing.
     let sel = rows_of(&t, "selection");
     assert!(!sel.is_empty());
     for r in &sel {
-        if r["keys"]["method"] == "fixed" {
+        if r["keys"]["method"].as_str().unwrap().starts_with("fixed") {
             assert_eq!(r["metrics"]["evaluations"].as_f64(), Some(0.0), "{r}");
         } else {
             assert!(r["metrics"]["evaluations"].as_f64().unwrap() >= 1.0, "{r}");
@@ -69,6 +74,7 @@ fn smoke_paper_target_end_to_end_then_cached() {
     let rep = d.path().join("reports/smoke");
     let report = std::fs::read_to_string(rep.join("REPORT.md")).unwrap();
     for s in [
+        "## Claims",
         "## Table 4",
         "## Table 3",
         "Figures 8-11",
@@ -101,7 +107,9 @@ fn smoke_paper_target_end_to_end_then_cached() {
             format!("fig2-4_accuracy_flops_{d}"),
             vec![
                 "TOFA palette (lab, one training)",
-                "fine-tuned individually",
+                "same architecture fine-tuned individually",
+                "maxnet fine-tuned alone",
+                "small maxnet, fine-tuned alone",
             ],
         ));
     }
@@ -113,7 +121,12 @@ fn smoke_paper_target_end_to_end_then_cached() {
     ] {
         figures.push((
             format!("fig8-11_selection_{d}"),
-            vec!["fixed rule", "random search", "evolutionary search"],
+            vec![
+                "fixed rule, size ranges",
+                "fixed rule, literal",
+                "random search",
+                "evolutionary search",
+            ],
         ));
     }
     figures.push((
@@ -146,10 +159,30 @@ fn smoke_paper_target_end_to_end_then_cached() {
         );
     }
     // Rows behind the figures: 5 palette budgets x the 4 data sets the figures draw (cars,
-    // aircraft, pets, cifar100); 2 budgets x 3 methods x 4 data sets; latency at batch 1 and 2
+    // aircraft, pets, cifar100); 2 budgets x 4 methods x 4 data sets; latency at batch 1 and 2
     // for every distinct exported model.
     assert_eq!(rows_of(&t, "palette").len(), 4 * 5);
-    assert_eq!(sel.len(), 4 * 2 * 3);
+    // Algorithm 2 over size ranges: each pick lies in its budget's range (t_{i-1}, t_i],
+    // unless the range held no sampled subnet and the row says it fell back to `<= t_i`.
+    let palette = rows_of(&t, "palette");
+    for r in &palette {
+        let (stage, b) = (&r["stage"], r["keys"]["budget"].as_u64().unwrap());
+        let m = r["metrics"]["mflops"].as_f64().unwrap();
+        let limit = r["metrics"]["budget_mflops"].as_f64().unwrap();
+        assert!(m <= limit + 1e-9, "{r}");
+        let lower = palette
+            .iter()
+            .find(|p| {
+                &p["stage"] == stage && p["keys"]["budget"].as_u64() == Some(b.wrapping_sub(1))
+            })
+            .map(|p| p["metrics"]["budget_mflops"].as_f64().unwrap());
+        if let Some(lo) = lower
+            && r["metrics"]["fallback"] == false
+        {
+            assert!(m > lo, "pick below its range: {r}");
+        }
+    }
+    assert_eq!(sel.len(), 4 * 2 * 4);
     assert_eq!(rows_of(&t, "predictor").len(), 4);
     assert!(lat.iter().any(|r| r["keys"]["batch"] == 2));
 
@@ -158,7 +191,8 @@ fn smoke_paper_target_end_to_end_then_cached() {
     ok(&out);
     assert!(ran(&out).is_empty(), "warm run executed {:?}", ran(&out));
 
-    // One selection param changes: exactly the selection stages and what reads them rerun.
+    // One selection param changes: exactly the selection stages and what reads them (the
+    // selection figures, the Claims, the report) rerun.
     std::fs::write(
         d.path().join("pipeline.toml"),
         std::fs::read_to_string(d.path().join("pipeline.toml"))
@@ -172,6 +206,7 @@ fn smoke_paper_target_end_to_end_then_cached() {
     assert!(
         again.iter().all(|s| s.starts_with("selection/")
             || s.starts_with("art/selection/")
+            || s == "art/claims"
             || s == "report"),
         "{again:?}"
     );
@@ -205,7 +240,7 @@ fn corrupt_idx_file_is_named() {
 #[test]
 fn diverging_training_stops_with_the_iteration_and_keeps_other_results() {
     let d = repo_pipeline(|s| {
-        s + "\n[profile.boom]\nextends = \"smoke\"\n[profile.boom.stage.\"tofa/synth-pets/full\"]\ntrain = { lr = 1e30, iterations = 3 }\n"
+        s + "\n[profile.boom]\nextends = \"smoke\"\n[profile.boom.stage.\"tofa/synth-pets/full/s0\"]\ntrain = { lr = 1e30, iterations = 3 }\n"
     });
     let out = tofa(
         d.path(),
@@ -213,15 +248,50 @@ fn diverging_training_stops_with_the_iteration_and_keeps_other_results() {
             "-p",
             "boom",
             "run",
-            "tofa/synth-pets/full",
-            "tofa/synth-pets/lab",
+            "tofa/synth-pets/full/s0",
+            "tofa/synth-pets/lab/s0",
         ],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tofa/synth-pets/full"), "{err}");
+    assert!(err.contains("tofa/synth-pets/full/s0"), "{err}");
     assert!(err.contains("not finite"), "{err}");
     // The unrelated stage still ran and published its row.
     let t = std::fs::read_to_string(d.path().join("results/boom/tables.json")).unwrap();
-    assert!(t.contains("tofa/synth-pets/lab"), "{t}");
+    assert!(t.contains("tofa/synth-pets/lab/s0"), "{t}");
+}
+
+/// Every profile of the repository's `pipeline.toml` resolves, and in none does the
+/// no-transfer control `pretrain-none` start from anything but our seeded initialisation
+/// (the `paper` profile once gave it the ImageNet weights, through a kind-wide override).
+#[test]
+fn every_profile_resolves_and_pretrain_none_has_no_init() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipeline.toml");
+    let pipeline = tofa_runner::spec::Pipeline::load(&path).unwrap();
+    let names = pipeline.profile_names();
+    for p in ["quick", "smoke", "fashion", "lite0", "paper"] {
+        assert!(
+            names.iter().any(|n| n == p),
+            "profile {p} missing: {names:?}"
+        );
+    }
+    for name in &names {
+        let plan = pipeline.plan(name).unwrap();
+        let stage = |id: &str| {
+            plan.stages
+                .iter()
+                .find(|s| s.id == id)
+                .unwrap_or_else(|| panic!("{name}: no stage {id}"))
+        };
+        let none = stage("pretrain-none");
+        let init = none.params.get("init");
+        assert!(
+            init.is_none() || init.and_then(|i| i.get("from")) == Some(&"scratch".into()),
+            "{name}: pretrain-none has init {init:?}"
+        );
+        // and the real-weights profiles do give `pretrain` its weights
+        if name == "paper" || name == "lite0" {
+            assert!(stage("pretrain").params.get("init").is_some(), "{name}");
+        }
+    }
 }
