@@ -696,6 +696,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn missing_weights_name_the_param_the_variable_and_the_install_step() {
+        let var = "TOFA_TEST_WEIGHTS_NEVER_SET";
+        let e = weights_path(Path::new("weights/none.pth"), Some(var))
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "weights/none.pth",
+            "param `init.path`",
+            "$TOFA_TEST_WEIGHTS_NEVER_SET is not set",
+            "scripts/fetch-weights.sh",
+        ] {
+            assert!(e.contains(part), "{e}");
+        }
+        // a file that is there is returned as given
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.pth");
+        std::fs::write(&f, b"x").unwrap();
+        assert_eq!(weights_path(&f, None).unwrap(), f);
+    }
+
+    #[test]
     fn arch_names_parse_to_configs_of_the_space() {
         let space = SearchSpace::builtin("tiny").unwrap();
         assert_eq!(
