@@ -407,7 +407,7 @@ impl StageKind for Pretrain {
 
 /// The weights file of [`Init::File`]: `$env` when set, else `path`; a missing file is an
 /// error naming both, and how to get the weights the built-in profiles use.
-pub fn weights_path(path: &Path, env: Option<&str>) -> Result<PathBuf, StageError> {
+fn weights_path(path: &Path, env: Option<&str>) -> Result<PathBuf, StageError> {
     let from_env = env.and_then(|v| std::env::var_os(v).map(|p| (v, PathBuf::from(p))));
     let (chosen, via) = match &from_env {
         Some((v, p)) => (p.clone(), format!("${v}")),

@@ -341,7 +341,8 @@ impl SearchSpace {
     }
 
     /// A built-in space: `paper` (Table 1 of the TOFA paper), `lite0` (maxnet =
-    /// EfficientNet-Lite0), `lite2` (EfficientNet-Lite2 alone), `small` (CPU `quick` profile), `tiny` (smoke tests).
+    /// EfficientNet-Lite0), `lite2` (EfficientNet-Lite2 alone), `small` (CPU `quick`
+    /// profile), `tiny` (smoke tests).
     pub fn builtin(name: &str) -> Result<Self> {
         let (_, text) = BUILTINS
             .iter()

@@ -51,7 +51,7 @@ impl Claim {
     fn summary(&self) -> Option<Summary> {
         // seeds present for both sides on every data set
         let mut seeds: Option<Vec<String>> = None;
-        for Pair { a, b, .. } in &self.pairs {
+        for Pair { a, b } in &self.pairs {
             let here: Vec<String> = a.keys().filter(|s| b.contains_key(*s)).cloned().collect();
             seeds = Some(match seeds {
                 None => here,
