@@ -341,7 +341,8 @@ impl StageKind for Pretrain {
     type Params = PretrainParams;
     const NAME: &'static str = "pretrain";
     // 2: the supernet runs on the NHWC fused ops (other float rounding, other weights)
-    const VERSION: &'static str = "2";
+    // 3: the synthetic source's classes are shapes, not colours (see `Split::VERSION`)
+    const VERSION: &'static str = "3";
 
     fn run(&self, p: &PretrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let mut space = SearchSpace::builtin(&p.space)?;

@@ -348,7 +348,9 @@ fn training_lifts_accuracy_well_above_chance() {
         batch_labelled: 16,
         warmup_epochs: 0.5,
         dropout: 0.0,
-        ..small_cfg(60, Variant::Lab)
+        // from scratch, classes told by shape alone need more steps than the colour-cued
+        // ones of the old generator did (60): 62.5% here at 200
+        ..small_cfg(200, Variant::Lab)
     };
     let out = train_tofa(&mut net, &data, &cfg, None, &mut |_| {}).unwrap();
     let first = out.curve_averaged(10);
