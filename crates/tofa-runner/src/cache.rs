@@ -2,12 +2,16 @@
 //!
 //! Layout under the cache root:
 //! - `entries/<key>/` : `out/` (the stage's files), `rows.json`, `manifest.json` (written last);
-//! - `tmp/<key>.<pid>.<n>/` : entries being built, renamed into `entries/` when complete;
+//! - `tmp/<key>.<host>.<pid>.<n>/` : entries being built, renamed into `entries/` when
+//!   complete; `host` and `pid` say whose build it is, so a runner sharing the cache from
+//!   another node never takes a live build for a dead one (see [`Cache::sweep_tmp`]);
 //! - `locks/<key>.lock` : held while an entry is built, so two runners never build it twice;
 //! - `pointers/<profile>/<stage>.json` : the key a stage last resolved to, to explain staleness.
 //!
 //! A directory rename is atomic, so a killed run leaves at most a `tmp/` directory, never a
-//! half-written entry. Entries are verified against their manifest before every reuse.
+//! half-written entry. Files and directories are fsynced before the rename, so after a crash
+//! of the machine (not only of the process) an entry that appeared is complete. Entries are
+//! verified against their manifest before every reuse.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -143,6 +147,53 @@ pub struct Pointer {
 #[derive(Debug, Clone)]
 pub struct Cache {
     pub root: PathBuf,
+    /// Who builds through this handle: the host id and process id written into temp names.
+    host: String,
+    pid: u32,
+}
+
+/// This machine's id in temp names: `$TOFA_HOST_ID` when set (several runners on one
+/// machine can pose as nodes, as the tests do), else the kernel's host name; characters other
+/// than ASCII letters, digits, `-` and `_` become `_`, so the id never holds the `.` that
+/// separates the parts of a temp name.
+pub fn host_id() -> String {
+    let raw = std::env::var("TOFA_HOST_ID")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".into());
+    sanitize_host(&raw)
+}
+
+fn sanitize_host(raw: &str) -> String {
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Flushes a file's data and metadata to the disk.
+fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("fsync", path, e))
+}
+
+/// Flushes a directory, so that the names created or renamed in it are on the disk.
+fn sync_dir(path: &Path) -> Result<()> {
+    // Directories open read-only on Unix; elsewhere there is no directory fsync to do.
+    if cfg!(unix) { sync_file(path) } else { Ok(()) }
 }
 
 fn hash_file(path: &Path) -> Result<(u64, String)> {
@@ -172,15 +223,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
+        host_id(),
         std::process::id()
     ));
-    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    write_synced(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
+    sync_dir(dir)
+}
+
+/// Writes `bytes` to `path` and flushes them to the disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| Error::io("create", path, e))?;
     f.write_all(bytes)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("write", path, e))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -216,8 +274,31 @@ pub struct Building {
 static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Cache {
+    /// A cache at `root`, building as this host ([`host_id`]) and process.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Cache { root: root.into() }
+        Self::with_identity(root, &host_id(), std::process::id())
+    }
+
+    /// A cache at `root` building as `host` and `pid`: how a test poses as another node.
+    pub fn with_identity(root: impl Into<PathBuf>, host: &str, pid: u32) -> Self {
+        Cache {
+            root: root.into(),
+            host: sanitize_host(host),
+            pid,
+        }
+    }
+
+    /// The host id this handle writes into temp names.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// A fresh name under `tmp/` for `key`: `<key>.<host>.<pid>.<tag><n>`.
+    fn tmp_path(&self, key: &str, tag: &str) -> PathBuf {
+        let n = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{key}.{}.{}.{tag}{n}", self.host, self.pid))
     }
 
     pub fn entry_dir(&self, key: &str) -> PathBuf {
@@ -233,10 +314,7 @@ impl Cache {
         match self.verify(key, &dir) {
             Ok(entry) => Ok(Lookup::Hit(Box::new(entry))),
             Err(reason) => {
-                let trash = self
-                    .root
-                    .join("tmp")
-                    .join(format!("{key}.corrupt.{}", std::process::id()));
+                let trash = self.tmp_path(key, "corrupt");
                 let _ = std::fs::create_dir_all(self.root.join("tmp"));
                 if std::fs::rename(&dir, &trash).is_ok() {
                     let _ = std::fs::remove_dir_all(&trash);
@@ -313,11 +391,7 @@ impl Cache {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
         }
-        let n = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = self
-            .root
-            .join("tmp")
-            .join(format!("{key}.{}.{n}", std::process::id()));
+        let dir = self.tmp_path(key, "");
         let out_dir = dir.join("out");
         std::fs::create_dir_all(&out_dir).map_err(|e| Error::io("create", &out_dir, e))?;
         Ok(Building {
@@ -357,15 +431,26 @@ impl Cache {
         manifest.outputs = outputs;
         manifest.rows_blake3 = rows_blake3;
         manifest.output_digest = h.finalize().to_hex().to_string();
-        // Plain writes: the directory rename below is what makes the entry appear atomically.
-        let rows_path = b.dir.join("rows.json");
-        std::fs::write(&rows_path, &rows_json).map_err(|e| Error::io("write", &rows_path, e))?;
+        // Everything reaches the disk before the rename that makes the entry appear: the
+        // stage's files, their directories, rows and manifest, then the entry directory.
+        let mut dirs = std::collections::BTreeSet::new();
+        for o in &manifest.outputs {
+            let p = b.out_dir.join(&o.path);
+            sync_file(&p)?;
+            dirs.extend(p.parent().map(Path::to_path_buf));
+        }
+        for d in dirs.iter().rev() {
+            sync_dir(d)?;
+        }
+        sync_dir(&b.out_dir)?;
+        write_synced(&b.dir.join("rows.json"), &rows_json)?;
         let mpath = b.dir.join("manifest.json");
         let mbytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Json {
             path: mpath.clone(),
             source: e,
         })?;
-        std::fs::write(&mpath, &mbytes).map_err(|e| Error::io("write", &mpath, e))?;
+        write_synced(&mpath, &mbytes)?;
+        sync_dir(&b.dir)?;
         let dest = self.entry_dir(&b.key);
         let entries = self.root.join("entries");
         std::fs::create_dir_all(&entries).map_err(|e| Error::io("create", &entries, e))?;
@@ -374,6 +459,7 @@ impl Cache {
             let _ = std::fs::remove_dir_all(&b.dir);
         } else {
             std::fs::rename(&b.dir, &dest).map_err(|e| Error::io("rename", &dest, e))?;
+            sync_dir(&entries)?;
         }
         Ok(Entry {
             dir: dest,
@@ -416,22 +502,39 @@ impl Cache {
         write_atomic(&path, &bytes)
     }
 
-    /// Removes temporary directories left by processes that no longer exist (Linux only).
-    pub fn sweep_tmp(&self) {
+    /// Removes temporary directories left by dead processes of this host (Linux only).
+    ///
+    /// A temp name `<key>.<host>.<pid>.<n>` is removed only when `host` is this handle's and
+    /// no process `pid` runs here: a build of another node sharing the cache is never
+    /// touched, whatever its pid means on this machine. Names of another shape (an older
+    /// layout without the host) are left for `tofa-pipeline clean`. Returns how many
+    /// directories were removed.
+    pub fn sweep_tmp(&self) -> usize {
         let Ok(rd) = std::fs::read_dir(self.root.join("tmp")) else {
-            return;
+            return 0;
         };
+        if !Path::new("/proc/self").exists() {
+            return 0;
+        }
+        let mut removed = 0;
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid
-                && pid != std::process::id()
-                && Path::new("/proc/self").exists()
+            let parts: Vec<&str> = name.split('.').collect();
+            let [_key, host, pid, _n] = parts[..] else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            if host == self.host
+                && pid != self.pid
                 && !Path::new(&format!("/proc/{pid}")).exists()
+                && std::fs::remove_dir_all(e.path()).is_ok()
             {
-                let _ = std::fs::remove_dir_all(e.path());
+                removed += 1;
             }
         }
+        removed
     }
 
     /// Every entry key present.
@@ -533,5 +636,91 @@ mod tests {
         let mut v = base;
         v.kind_version = "2".into();
         assert_ne!(v.key(), k0);
+    }
+
+    /// A pid no process has: above Linux's largest `pid_max` (2^22).
+    const DEAD_PID: u32 = u32::MAX - 7;
+
+    fn tmp_names(root: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root.join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_sweep_never_removes_another_hosts_build() {
+        let dir = tempfile::tempdir().unwrap();
+        // node-a builds; its pid means nothing on this machine, as on another node
+        let a = Cache::with_identity(dir.path(), "node-a", DEAD_PID);
+        let in_flight = a.begin("k1", || {}).unwrap();
+        std::fs::write(in_flight.out_dir.join("f.txt"), b"x").unwrap();
+        // node-b left a dead build of its own behind
+        let b_dead = Cache::with_identity(dir.path(), "node-b", DEAD_PID);
+        let dead = b_dead.begin("k2", || {}).unwrap();
+        drop(dead);
+        let b = Cache::with_identity(dir.path(), "node-b", std::process::id());
+        assert_eq!(b.sweep_tmp(), 1, "node-b's own dead build goes");
+        let left = tmp_names(dir.path());
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with("k1.node-a."), "{left:?}");
+        // node-a's build completes as if nothing had happened
+        let manifest = Manifest {
+            key: "k1".into(),
+            stage: "s".into(),
+            input: KeyInput {
+                format: FORMAT,
+                kind: "echo".into(),
+                kind_version: "1".into(),
+                params: serde_json::json!({}),
+                seed: 0,
+                deps: BTreeMap::new(),
+            },
+            outputs: Vec::new(),
+            rows_blake3: String::new(),
+            output_digest: String::new(),
+            started: String::new(),
+            ended: String::new(),
+            wall_s: 0.0,
+            host: "node-a".into(),
+            crate_version: String::new(),
+            git_commit: None,
+        };
+        a.commit(in_flight, manifest, &[]).unwrap();
+        assert!(matches!(b.lookup("k1").unwrap(), Lookup::Hit(_)));
+        assert!(tmp_names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_hosts_dead_builds_are_swept_by_that_host_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = Cache::with_identity(dir.path(), "node-a", DEAD_PID)
+            .begin("k", || {})
+            .unwrap();
+        drop(dead);
+        std::fs::create_dir_all(dir.path().join("tmp/k.123.0")).unwrap();
+        let b = Cache::with_identity(dir.path(), "node-b", std::process::id());
+        assert_eq!(b.sweep_tmp(), 0);
+        let a = Cache::with_identity(dir.path(), "node-a", std::process::id());
+        assert_eq!(a.sweep_tmp(), 1);
+        // the old layout names no host: left for `clean`
+        assert_eq!(tmp_names(dir.path()), ["k.123.0"]);
+    }
+
+    #[test]
+    fn host_ids_hold_no_dots() {
+        assert_eq!(sanitize_host("node1.cluster.local"), "node1_cluster_local");
+        assert_eq!(
+            Cache::with_identity("/x", "a.b", 1)
+                .tmp_path("k", "")
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .split('.')
+                .count(),
+            4
+        );
     }
 }
