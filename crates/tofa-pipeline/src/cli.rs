@@ -1,21 +1,37 @@
-//! The command line: clap types, resolved into settings before any work starts.
+//! The command line: clap types, one function per subcommand.
+//!
+//! Exit status: 0 when everything asked for succeeded; 1 when a run, a stage or a comparison
+//! failed (`run`, `exec-stage`, `diff --fail-above`); 2 for usage and input errors (unknown
+//! flags, a malformed `pipeline.toml`, an unknown stage, a bad `--set`), found before any
+//! work starts.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tofa_runner::cache::Cache;
 use tofa_runner::exec::{Outcome, RunOptions, Runner, State};
+use tofa_runner::kind::Registry;
 use tofa_runner::progress::Display;
 use tofa_runner::results::{TableDiff, Tables};
-use tofa_runner::spec::{Pipeline, Plan};
+use tofa_runner::spec::{Override, Pipeline, Plan};
+use tofa_select::device::DeviceBenchArgs;
 
 /// Runs the TOFA paper's pipeline: a DAG of cached stages declared in pipeline.toml.
 #[derive(Debug, Parser)]
 #[command(name = "tofa-pipeline", version)]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+struct Global {
     /// The pipeline file.
     #[arg(long, short = 'f', global = true, default_value = "pipeline.toml")]
     file: PathBuf,
@@ -25,66 +41,136 @@ struct Cli {
     /// Cache directory (default: the file's cache_dir, `.tofa-cache` beside it).
     #[arg(long, global = true)]
     cache_dir: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
+    /// Set a param, after the profile's: `[SCOPE:]PATH=VALUE`, SCOPE a stage kind, stage id
+    /// or glob (none: every stage that has PATH), VALUE a TOML value. Part of the cache key
+    /// like any param. Repeatable.
+    #[arg(long = "set", global = true, value_name = "[SCOPE:]PATH=VALUE")]
+    set: Vec<Override>,
+    /// Say more: plain log lines instead of bars, each stage's cache key.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Say less: warnings, failures and errors only.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+}
+
+impl Global {
+    fn display(&self) -> Display {
+        Display::for_verbosity(if self.quiet {
+            -1
+        } else {
+            self.verbose.min(1) as i8
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run targets, stages or globs (and what they depend on); nothing given runs everything.
-    Run {
-        selectors: Vec<String>,
-        /// Stages to run at once (default: one per core; each gets threads / jobs threads).
-        #[arg(long, short = 'j')]
-        jobs: Option<usize>,
-        /// Threads shared by running stages (default: all cores).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Rebuild these stages (ids or globs) even when cached.
-        #[arg(long)]
-        force: Vec<String>,
-        /// Say what would run and why, run nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Results directory (default: the file's results_dir/<profile>).
-        #[arg(long)]
-        results: Option<PathBuf>,
-        /// Reports directory (default: the file's reports_dir/<profile>).
-        #[arg(long)]
-        reports: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Show each stage as cached, stale (and why) or missing.
-    Status { selectors: Vec<String> },
-    /// List targets and stages.
-    List,
+    Status(StatusArgs),
+    /// List profiles, targets and stages.
+    List(ListArgs),
     /// Show a stage's resolved params, key and outputs.
-    Show { stage: String },
+    Show(ShowArgs),
     /// Compare result tables of two directories, or of a git revision against the working tree.
-    Diff {
-        /// Old and new results directories (or one, the new, with --against).
-        dirs: Vec<PathBuf>,
-        /// Git revision whose committed results are the old side.
-        #[arg(long)]
-        against: Option<String>,
-        /// Exit 1 if any metric moved by more than this, or rows were added or removed.
-        #[arg(long)]
-        fail_above: Option<f64>,
-    },
+    Diff(DiffArgs),
     /// Remove cache entries no stage points to (all entries with --all).
-    Clean {
-        #[arg(long)]
-        all: bool,
-    },
+    Clean(CleanArgs),
     /// Run one stage whose dependencies are cached, as a separate process (executor seam).
-    ExecStage { stage: String },
+    ExecStage(ExecStageArgs),
     /// Measure one exported model in this (fresh) process and print JSON; the
-    /// `device_bench` stage runs it (`MODEL_DIR [--json] [--batch N] [--warmup W]
-    /// [--repeats R] [--seed S]`).
+    /// `device_bench` stage runs it.
     #[command(hide = true)]
-    DeviceBench {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    DeviceBench(DeviceBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    selectors: Vec<String>,
+    /// Stages to run at once (default: one per core; each gets threads / jobs threads).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Threads shared by running stages (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Rebuild these stages (ids or globs) even when cached.
+    #[arg(long)]
+    force: Vec<String>,
+    /// Say what would run and why, run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Results directory (default: the file's results_dir/<profile>).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Reports directory (default: the file's reports_dir/<profile>).
+    #[arg(long)]
+    reports: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    selectors: Vec<String>,
+    /// One JSON array on stdout: `{id, kind, state, key?, reason?}` per stage.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// One JSON object on stdout: profile, profiles, targets and stages with their deps.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ShowArgs {
+    stage: String,
+}
+
+#[derive(Debug, Args)]
+struct DiffArgs {
+    /// Old and new results directories (or one, the new, with --against).
+    dirs: Vec<PathBuf>,
+    /// Git revision whose committed results are the old side.
+    #[arg(long)]
+    against: Option<String>,
+    /// Exit 1 if any metric moved by more than this, or rows were added or removed.
+    #[arg(long)]
+    fail_above: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+struct CleanArgs {
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExecStageArgs {
+    stage: String,
+}
+
+/// Marks an error as a failed run (exit 1) rather than bad input (exit 2).
+#[derive(Debug)]
+struct RunFailed;
+
+impl std::fmt::Display for RunFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run failed")
+    }
+}
+
+impl std::error::Error for RunFailed {}
+
+/// The exit status of an error `main` reports: 1 for a failed run, 2 for anything else.
+pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<RunFailed>().is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 struct Ctx {
@@ -93,16 +179,19 @@ struct Ctx {
     cache: Cache,
 }
 
-fn load(cli: &Cli) -> Result<Ctx> {
+fn load(g: &Global) -> Result<Ctx> {
     let pipeline =
-        Pipeline::load(&cli.file).with_context(|| format!("loading {}", cli.file.display()))?;
-    let profile = cli
+        Pipeline::load(&g.file).with_context(|| format!("loading {}", g.file.display()))?;
+    let profile = g
         .profile
         .clone()
         .unwrap_or_else(|| pipeline.default_profile.clone());
-    let plan = pipeline.plan(&profile)?;
+    let mut plan = pipeline.plan(&profile)?;
+    for o in &g.set {
+        plan.apply_override(o)?;
+    }
     let cache = Cache::new(
-        cli.cache_dir
+        g.cache_dir
             .clone()
             .unwrap_or_else(|| pipeline.cache_dir.clone()),
     );
@@ -116,253 +205,325 @@ fn load(cli: &Cli) -> Result<Ctx> {
 pub fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let registry = tofa_stages::registry();
+    let g = &cli.global;
     match &cli.command {
-        Command::Run {
-            selectors,
-            jobs,
-            threads,
-            force,
-            dry_run,
-            results,
-            reports,
-        } => {
-            let c = load(&cli)?;
-            let runner = Runner::new(&c.plan, &registry, c.cache.clone())?;
-            let sel = c.plan.select(selectors)?;
-            for f in force {
-                c.plan
-                    .select(std::slice::from_ref(f))
-                    .with_context(|| format!("--force {f}"))?;
-            }
-            if *dry_run {
-                return print_status(&runner, &sel, true);
-            }
-            let opts = RunOptions {
-                jobs: jobs
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-                threads: threads.unwrap_or_else(|| RunOptions::default().threads),
-                force: force.clone(),
-                display: Display::auto(),
-            };
-            let report = runner.run(&sel, &opts)?;
-            // Publish result tables of what completed, even when something failed.
-            let dir = results
-                .clone()
-                .unwrap_or_else(|| c.pipeline.results_dir.join(&c.plan.profile));
-            let declared: BTreeSet<String> = c.plan.stages.iter().map(|s| s.id.clone()).collect();
-            let mut tables = Tables::load(&dir)?;
-            let ran: Vec<(String, Vec<_>)> = report
-                .entries
-                .iter()
-                .map(|(i, e)| (c.plan.stages[*i].id.clone(), e.rows.clone()))
-                .collect();
-            let before = tables.clone();
-            tables.upsert(&ran, &declared);
-            if tables != before || !dir.join("tables.json").exists() {
-                std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-                tables
-                    .write(&dir)
-                    .with_context(|| format!("writing tables to {}", dir.display()))?;
-            }
-            // Publish what completed stages wrote under `publish/` (reports, figures).
-            let reports = reports
-                .clone()
-                .unwrap_or_else(|| c.pipeline.reports_dir.join(&c.plan.profile));
-            let mut published = 0;
-            for e in report.entries.values() {
-                published += publish(&e.out_dir().join("publish"), &reports)
-                    .with_context(|| format!("publishing into {}", reports.display()))?;
-            }
-            if published > 0 {
-                eprintln!("updated {published} report files in {}", reports.display());
-            }
-            let record = serde_json::json!({
-                "profile": c.plan.profile,
-                "selectors": selectors,
-                "wall_s": report.wall_s,
-                "stages": report.records,
-            });
-            let runs = c.cache.root.join("runs");
-            std::fs::create_dir_all(&runs).ok();
-            std::fs::write(
-                runs.join(format!("{}-last.json", c.plan.profile)),
-                serde_json::to_vec_pretty(&record)?,
-            )
-            .context("writing run record")?;
-            let ran_n = report
-                .records
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::Ran { .. }))
-                .count();
-            let cached_n = report
-                .records
-                .iter()
-                .filter(|r| r.outcome == Outcome::Cached)
-                .count();
-            eprintln!(
-                "{} stages: {ran_n} ran, {cached_n} cached in {:.2}s; results in {}",
-                report.records.len(),
-                report.wall_s,
-                dir.display()
-            );
-            if let Some(err) = report.failure() {
-                return Err(err.into());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status { selectors } => {
-            let c = load(&cli)?;
-            let runner = Runner::new(&c.plan, &registry, c.cache.clone())?;
-            let sel = c.plan.select(selectors)?;
-            print_status(&runner, &sel, false)
-        }
-        Command::List => {
-            let c = load(&cli)?;
-            println!("profiles: {}", c.pipeline.profile_names().join(", "));
-            println!("targets:");
-            for (name, entries) in c.plan.targets() {
-                println!("  {name}: {}", entries.join(" "));
-            }
-            println!(
-                "stages ({}, profile {}):",
-                c.plan.stages.len(),
-                c.plan.profile
-            );
-            for s in &c.plan.stages {
-                let deps: Vec<&str> = s
-                    .deps
-                    .iter()
-                    .map(|d| c.plan.stages[*d].id.as_str())
-                    .collect();
-                println!(
-                    "  {} [{}]{}",
-                    s.id,
-                    s.kind,
-                    if deps.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" <- {}", deps.join(", "))
-                    }
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Show { stage } => {
-            let c = load(&cli)?;
-            let runner = Runner::new(&c.plan, &registry, c.cache.clone())?;
-            let i =
-                *c.plan.index.get(stage).with_context(|| {
-                    format!("no stage `{stage}` in profile `{}`", c.plan.profile)
-                })?;
-            let s = &c.plan.stages[i];
-            println!(
-                "stage: {}\nkind: {}\nline: {}\nseed: {}",
-                s.id, s.kind, s.line, s.seed
-            );
-            println!(
-                "params: {}",
-                serde_json::to_string_pretty(runner.params(i))?
-            );
-            let sel = c.plan.select(std::slice::from_ref(stage))?;
-            let states = runner.status(&sel)?;
-            if let Some((_, st)) = states.iter().find(|(j, _)| *j == i) {
-                match st {
-                    State::Cached { key } => {
-                        println!("state: cached\nkey: {key}");
-                        let m =
-                            std::fs::read_to_string(c.cache.entry_dir(key).join("manifest.json"))?;
-                        println!("manifest: {m}");
-                    }
-                    State::Missing { reason } => println!("state: missing ({reason})"),
-                    State::Stale { reason } => println!("state: stale ({reason})"),
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Diff {
-            dirs,
-            against,
-            fail_above,
-        } => {
-            let (old, new) = match (against, dirs.as_slice()) {
-                (Some(rev), []) => {
-                    let c = load(&cli)?;
-                    let dir = c.pipeline.results_dir.join(&c.plan.profile);
-                    (tables_at(rev, &dir)?, Tables::load(&dir)?)
-                }
-                (Some(rev), [dir]) => (tables_at(rev, dir)?, Tables::load(dir)?),
-                (None, [a, b]) => (Tables::load(a)?, Tables::load(b)?),
-                _ => bail!("diff takes OLD NEW directories, or --against REV [DIR]"),
-            };
-            let d = TableDiff::compute(&old, &new);
-            print!("{}", d.render());
-            if let Some(tol) = fail_above
-                && (d.max_abs_delta() > *tol || !d.added.is_empty() || !d.removed.is_empty())
-            {
-                eprintln!("differences above {tol}");
-                return Ok(ExitCode::from(1));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Clean { all } => {
-            let c = load(&cli)?;
-            let _lock = c.cache.lock_cache(true)?;
-            let keep: BTreeSet<String> = if *all {
-                BTreeSet::new()
-            } else {
-                c.cache.pointer_keys().into_iter().collect()
-            };
-            let mut removed = 0;
-            for k in c.cache.keys() {
-                if !keep.contains(&k) {
-                    std::fs::remove_dir_all(c.cache.entry_dir(&k))
-                        .with_context(|| format!("removing entry {k}"))?;
-                    removed += 1;
-                }
-            }
-            let _ = std::fs::remove_dir_all(c.cache.root.join("tmp"));
-            if *all {
-                let _ = std::fs::remove_dir_all(c.cache.root.join("pointers"));
-                let _ = std::fs::remove_dir_all(c.cache.root.join("scratch"));
-            }
-            eprintln!("removed {removed} cache entries");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::DeviceBench { args } => {
-            tofa_select::device_bench_main(args.iter().cloned()).context("device-bench")?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::ExecStage { stage } => {
-            let c = load(&cli)?;
-            let runner = Runner::new(&c.plan, &registry, c.cache.clone())?;
-            let i = *c
-                .plan
-                .index
-                .get(stage)
-                .with_context(|| format!("no stage `{stage}`"))?;
-            let sel = c.plan.select(std::slice::from_ref(stage))?;
-            for (j, st) in runner.status(&sel)? {
-                if j != i && !matches!(st, State::Cached { .. }) {
-                    bail!(
-                        "dependency `{}` of `{stage}` is not cached; run it first",
-                        c.plan.stages[j].id
-                    );
-                }
-            }
-            let report = runner.run(
-                &sel,
-                &RunOptions {
-                    display: Display::auto(),
-                    ..RunOptions::default()
-                },
-            )?;
-            if let Some(err) = report.failure() {
-                return Err(err.into());
-            }
+        Command::Run(a) => run(g, &registry, a),
+        Command::Status(a) => status(g, &registry, a),
+        Command::List(a) => list(g, a),
+        Command::Show(a) => show(g, &registry, a),
+        Command::Diff(a) => diff(g, a),
+        Command::Clean(a) => clean(g, a),
+        Command::ExecStage(a) => exec_stage(g, &registry, a),
+        Command::DeviceBench(a) => {
+            tofa_select::device::device_bench_main(a)
+                .context("device-bench")
+                .context(RunFailed)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn run(g: &Global, registry: &Registry, a: &RunArgs) -> Result<ExitCode> {
+    let c = load(g)?;
+    let runner = Runner::new(&c.plan, registry, c.cache.clone())?;
+    let sel = c.plan.select(&a.selectors)?;
+    for f in &a.force {
+        c.plan
+            .select(std::slice::from_ref(f))
+            .with_context(|| format!("--force {f}"))?;
+    }
+    if a.dry_run {
+        return print_status(&runner, &sel, true);
+    }
+    let display = g.display();
+    let opts = RunOptions {
+        jobs: a
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads: a.threads.unwrap_or_else(|| RunOptions::default().threads),
+        force: a.force.clone(),
+        display: display.clone(),
+    };
+    // From here on the work has started: whatever fails is a failed run.
+    let report = runner.run(&sel, &opts).context(RunFailed)?;
+    publish_run(&c, a, &report, &display).context(RunFailed)?;
+    if let Some(err) = report.failure() {
+        return Err(anyhow::Error::new(err).context(RunFailed));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes result tables and reports of what completed (even when something failed), and the
+/// run record.
+fn publish_run(
+    c: &Ctx,
+    a: &RunArgs,
+    report: &tofa_runner::exec::RunReport,
+    display: &Display,
+) -> Result<()> {
+    let dir = a
+        .results
+        .clone()
+        .unwrap_or_else(|| c.pipeline.results_dir.join(&c.plan.profile));
+    let declared: BTreeSet<String> = c.plan.stages.iter().map(|s| s.id.clone()).collect();
+    let mut tables = Tables::load(&dir)?;
+    let ran: Vec<(String, Vec<_>)> = report
+        .entries
+        .iter()
+        .map(|(i, e)| (c.plan.stages[*i].id.clone(), e.rows.clone()))
+        .collect();
+    let before = tables.clone();
+    tables.upsert(&ran, &declared);
+    if tables != before || !dir.join("tables.json").exists() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        tables
+            .write(&dir)
+            .with_context(|| format!("writing tables to {}", dir.display()))?;
+    }
+    // What completed stages wrote under `publish/` (reports, figures).
+    let reports = a
+        .reports
+        .clone()
+        .unwrap_or_else(|| c.pipeline.reports_dir.join(&c.plan.profile));
+    let mut published = 0;
+    for e in report.entries.values() {
+        published += publish(&e.out_dir().join("publish"), &reports)
+            .with_context(|| format!("publishing into {}", reports.display()))?;
+    }
+    if published > 0 {
+        display.line(&format!(
+            "updated {published} report files in {}",
+            reports.display()
+        ));
+    }
+    let record = serde_json::json!({
+        "profile": c.plan.profile,
+        "selectors": a.selectors,
+        "wall_s": report.wall_s,
+        "stages": report.records,
+    });
+    let runs = c.cache.root.join("runs");
+    std::fs::create_dir_all(&runs).ok();
+    std::fs::write(
+        runs.join(format!("{}-last.json", c.plan.profile)),
+        serde_json::to_vec_pretty(&record)?,
+    )
+    .context("writing run record")?;
+    let count = |f: fn(&Outcome) -> bool| report.records.iter().filter(|r| f(&r.outcome)).count();
+    let ran_n = count(|o| matches!(o, Outcome::Ran { .. }));
+    let cached_n = count(|o| *o == Outcome::Cached);
+    if display.shows_lines() {
+        eprintln!(
+            "{} stages: {ran_n} ran, {cached_n} cached in {:.2}s; results in {}",
+            report.records.len(),
+            report.wall_s,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn status(g: &Global, registry: &Registry, a: &StatusArgs) -> Result<ExitCode> {
+    let c = load(g)?;
+    let runner = Runner::new(&c.plan, registry, c.cache.clone())?;
+    let sel = c.plan.select(&a.selectors)?;
+    if !a.json {
+        return print_status(&runner, &sel, false);
+    }
+    let rows: Vec<serde_json::Value> = runner
+        .status(&sel)?
+        .into_iter()
+        .map(|(i, st)| {
+            let s = &c.plan.stages[i];
+            let mut v = serde_json::json!({ "id": s.id, "kind": s.kind });
+            let (state, key, reason) = match st {
+                State::Cached { key } => ("cached", Some(key), None),
+                State::Missing { reason } => ("missing", None, Some(reason)),
+                State::Stale { reason } => ("stale", None, Some(reason)),
+            };
+            v["state"] = state.into();
+            if let Some(k) = key {
+                v["key"] = k.into();
+            }
+            if let Some(r) = reason {
+                v["reason"] = r.into();
+            }
+            v
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&rows)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(g: &Global, a: &ListArgs) -> Result<ExitCode> {
+    let c = load(g)?;
+    let deps_of = |s: &tofa_runner::spec::Stage| -> Vec<&str> {
+        s.deps
+            .iter()
+            .map(|d| c.plan.stages[*d].id.as_str())
+            .collect()
+    };
+    if a.json {
+        let targets: serde_json::Map<String, serde_json::Value> = c
+            .plan
+            .targets()
+            .map(|(name, entries)| (name.clone(), serde_json::json!(entries)))
+            .collect();
+        let stages: Vec<serde_json::Value> = c
+            .plan
+            .stages
+            .iter()
+            .map(|s| serde_json::json!({ "id": s.id, "kind": s.kind, "deps": deps_of(s) }))
+            .collect();
+        let v = serde_json::json!({
+            "profile": c.plan.profile,
+            "profiles": c.pipeline.profile_names(),
+            "targets": targets,
+            "stages": stages,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("profiles: {}", c.pipeline.profile_names().join(", "));
+    println!("targets:");
+    for (name, entries) in c.plan.targets() {
+        println!("  {name}: {}", entries.join(" "));
+    }
+    println!(
+        "stages ({}, profile {}):",
+        c.plan.stages.len(),
+        c.plan.profile
+    );
+    for s in &c.plan.stages {
+        let deps = deps_of(s);
+        println!(
+            "  {} [{}]{}",
+            s.id,
+            s.kind,
+            if deps.is_empty() {
+                String::new()
+            } else {
+                format!(" <- {}", deps.join(", "))
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(g: &Global, registry: &Registry, a: &ShowArgs) -> Result<ExitCode> {
+    let stage = &a.stage;
+    let c = load(g)?;
+    let runner = Runner::new(&c.plan, registry, c.cache.clone())?;
+    let i = *c
+        .plan
+        .index
+        .get(stage)
+        .with_context(|| format!("no stage `{stage}` in profile `{}`", c.plan.profile))?;
+    let s = &c.plan.stages[i];
+    println!(
+        "stage: {}\nkind: {}\nline: {}\nseed: {}",
+        s.id, s.kind, s.line, s.seed
+    );
+    println!(
+        "params: {}",
+        serde_json::to_string_pretty(runner.params(i))?
+    );
+    let sel = c.plan.select(std::slice::from_ref(stage))?;
+    let states = runner.status(&sel)?;
+    if let Some((_, st)) = states.iter().find(|(j, _)| *j == i) {
+        match st {
+            State::Cached { key } => {
+                println!("state: cached\nkey: {key}");
+                let m = std::fs::read_to_string(c.cache.entry_dir(key).join("manifest.json"))?;
+                println!("manifest: {m}");
+            }
+            State::Missing { reason } => println!("state: missing ({reason})"),
+            State::Stale { reason } => println!("state: stale ({reason})"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff(g: &Global, a: &DiffArgs) -> Result<ExitCode> {
+    let (old, new) = match (&a.against, a.dirs.as_slice()) {
+        (Some(rev), []) => {
+            let c = load(g)?;
+            let dir = c.pipeline.results_dir.join(&c.plan.profile);
+            (tables_at(rev, &dir)?, Tables::load(&dir)?)
+        }
+        (Some(rev), [dir]) => (tables_at(rev, dir)?, Tables::load(dir)?),
+        (None, [a, b]) => (Tables::load(a)?, Tables::load(b)?),
+        _ => bail!("diff takes OLD NEW directories, or --against REV [DIR]"),
+    };
+    let d = TableDiff::compute(&old, &new);
+    print!("{}", d.render());
+    if let Some(tol) = a.fail_above
+        && (d.max_abs_delta() > tol || !d.added.is_empty() || !d.removed.is_empty())
+    {
+        eprintln!("differences above {tol}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn clean(g: &Global, a: &CleanArgs) -> Result<ExitCode> {
+    let c = load(g)?;
+    let _lock = c.cache.lock_cache(true)?;
+    let keep: BTreeSet<String> = if a.all {
+        BTreeSet::new()
+    } else {
+        c.cache.pointer_keys().into_iter().collect()
+    };
+    let mut removed = 0;
+    for k in c.cache.keys() {
+        if !keep.contains(&k) {
+            std::fs::remove_dir_all(c.cache.entry_dir(&k))
+                .with_context(|| format!("removing entry {k}"))?;
+            removed += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(c.cache.root.join("tmp"));
+    if a.all {
+        let _ = std::fs::remove_dir_all(c.cache.root.join("pointers"));
+        let _ = std::fs::remove_dir_all(c.cache.root.join("scratch"));
+    }
+    if !g.quiet {
+        eprintln!("removed {removed} cache entries");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exec_stage(g: &Global, registry: &Registry, a: &ExecStageArgs) -> Result<ExitCode> {
+    let stage = &a.stage;
+    let c = load(g)?;
+    let runner = Runner::new(&c.plan, registry, c.cache.clone())?;
+    let i = *c
+        .plan
+        .index
+        .get(stage)
+        .with_context(|| format!("no stage `{stage}`"))?;
+    let sel = c.plan.select(std::slice::from_ref(stage))?;
+    for (j, st) in runner.status(&sel)? {
+        if j != i && !matches!(st, State::Cached { .. }) {
+            bail!(
+                "dependency `{}` of `{stage}` is not cached; run it first",
+                c.plan.stages[j].id
+            );
+        }
+    }
+    let report = runner
+        .run(
+            &sel,
+            &RunOptions {
+                display: g.display(),
+                ..RunOptions::default()
+            },
+        )
+        .context(RunFailed)?;
+    if let Some(err) = report.failure() {
+        return Err(anyhow::Error::new(err).context(RunFailed));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_status(runner: &Runner, sel: &[usize], dry_run: bool) -> Result<ExitCode> {
@@ -383,7 +544,6 @@ fn print_status(runner: &Runner, sel: &[usize], dry_run: bool) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// Result tables as committed at a git revision.
 /// Copies every file under `src` to the same relative path under `dest`, skipping files whose
 /// content is already there; returns how many it wrote. Each file is written atomically.
 fn publish(src: &Path, dest: &Path) -> Result<usize> {
@@ -411,6 +571,7 @@ fn publish(src: &Path, dest: &Path) -> Result<usize> {
     Ok(n)
 }
 
+/// Result tables as committed at a git revision.
 fn tables_at(rev: &str, dir: &Path) -> Result<Tables> {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let top = std::process::Command::new("git")

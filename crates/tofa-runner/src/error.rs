@@ -61,6 +61,10 @@ pub enum Error {
     #[error("{0}")]
     Locked(String),
 
+    /// A `--set` override is malformed or reaches no stage.
+    #[error("--set {spec}: {message}")]
+    Override { spec: String, message: String },
+
     /// A git command failed.
     #[error("git {args}: {message}")]
     Git { args: String, message: String },

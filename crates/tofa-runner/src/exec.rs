@@ -171,13 +171,6 @@ fn git_commit(dir: &std::path::Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn diff_reason(old: &KeyInput, new: &KeyInput) -> String {
     if old.kind != new.kind || old.kind_version != new.kind_version {
         return format!(
@@ -266,11 +259,11 @@ impl<'a> Runner<'a> {
         let dir = plan.path.parent().unwrap_or(std::path::Path::new("."));
         Ok(Runner {
             plan,
-            cache,
             kinds,
             params,
             git_commit: git_commit(dir),
-            host: hostname(),
+            host: cache.host().to_string(),
+            cache,
         })
     }
 
@@ -364,7 +357,13 @@ impl<'a> Runner<'a> {
     /// Runs the selected stages (indices in topological order).
     pub fn run(&self, selection: &[usize], opts: &RunOptions) -> Result<RunReport> {
         let _cache_lock = self.cache.lock_cache(false)?;
-        self.cache.sweep_tmp();
+        let swept = self.cache.sweep_tmp();
+        if swept > 0 {
+            opts.display.detail(&format!(
+                "swept {swept} temp builds of dead processes on host {}",
+                self.cache.host()
+            ));
+        }
         let start = Instant::now();
         let selected: BTreeSet<usize> = selection.iter().copied().collect();
         let jobs = opts.jobs.max(1);
@@ -427,7 +426,7 @@ impl<'a> Runner<'a> {
                         if let Some(bad) = s.deps.iter().find(|d| failed.contains_key(*d)) {
                             let because =
                                 format!("dependency `{}` failed", self.plan.stages[*bad].id);
-                            display.line(&format!("skip  {} ({because})", s.id));
+                            display.alert(&format!("skip  {} ({because})", s.id));
                             failed.insert(i, because.clone());
                             records.insert(
                                 i,
@@ -479,7 +478,7 @@ impl<'a> Runner<'a> {
                                             continue;
                                         }
                                         Lookup::Corrupt(why) => {
-                                            display.line(&format!("warn  {}: cache entry {key} is corrupt ({why}); rebuilding", s.id));
+                                            display.alert(&format!("warn  {}: cache entry {key} is corrupt ({why}); rebuilding", s.id));
                                             reason = format!("corrupt entry rebuilt: {why}");
                                         }
                                         Lookup::Miss => {
@@ -505,6 +504,7 @@ impl<'a> Runner<'a> {
                         ready.remove(&i);
                         progressed = true;
                         display.line(&format!("run   {} ({reason})", s.id));
+                        display.detail(&format!("      {} key {key}", s.id));
                         let deps: BTreeMap<String, DepOutput> = s
                             .deps
                             .iter()
@@ -563,7 +563,7 @@ impl<'a> Runner<'a> {
                         entries.insert(i, entry);
                     }
                     Err(error) => {
-                        display.line(&format!("FAIL  {}: {error}", s.id));
+                        display.alert(&format!("FAIL  {}: {error}", s.id));
                         failed.insert(i, error.clone());
                         records.insert(
                             i,

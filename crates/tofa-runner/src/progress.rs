@@ -12,6 +12,10 @@ pub enum Display {
     Bars(MultiProgress),
     /// A line on stderr at most every few seconds per stage.
     Plain,
+    /// Plain lines, plus details (each stage's cache key, swept temp builds).
+    Verbose,
+    /// Warnings and failures only (`-q`).
+    Quiet,
     /// Nothing (benchmarks, library use).
     Hidden,
 }
@@ -27,14 +31,43 @@ impl Display {
         }
     }
 
+    /// `-q` (negative), nothing, `-v` (positive): quiet, [`Display::auto`], verbose.
+    pub fn for_verbosity(level: i8) -> Self {
+        match level {
+            ..0 => Display::Quiet,
+            0 => Self::auto(),
+            _ => Display::Verbose,
+        }
+    }
+
+    /// Whether [`Display::line`] prints (false when quiet or hidden).
+    pub fn shows_lines(&self) -> bool {
+        matches!(self, Display::Bars(_) | Display::Plain | Display::Verbose)
+    }
+
     /// Prints a log line without tearing bars.
     pub fn line(&self, msg: &str) {
         match self {
             Display::Bars(m) => {
                 let _ = m.println(msg);
             }
-            Display::Plain => eprintln!("{msg}"),
-            Display::Hidden => {}
+            Display::Plain | Display::Verbose => eprintln!("{msg}"),
+            Display::Quiet | Display::Hidden => {}
+        }
+    }
+
+    /// A warning or failure: shown unless hidden, even when quiet.
+    pub fn alert(&self, msg: &str) {
+        match self {
+            Display::Quiet => eprintln!("{msg}"),
+            _ => self.line(msg),
+        }
+    }
+
+    /// A detail shown only when verbose.
+    pub fn detail(&self, msg: &str) {
+        if let Display::Verbose = self {
+            eprintln!("{msg}");
         }
     }
 
@@ -57,7 +90,7 @@ impl Display {
             inner: Arc::new(Mutex::new(Inner {
                 id: id.to_string(),
                 bar,
-                plain: matches!(self, Display::Plain),
+                plain: matches!(self, Display::Plain | Display::Verbose),
                 total: 0,
                 pos: 0,
                 unit: String::new(),

@@ -708,6 +708,106 @@ impl Plan {
     }
 }
 
+/// A param set from the command line: `--set [SCOPE:]PATH=VALUE`.
+///
+/// `SCOPE` is a stage kind (`tofa_train`) or a stage id or glob (`tofa/*/full/s0`); without
+/// it the override reaches every stage whose params already hold `PATH`. `PATH` is dotted
+/// (`train.lr`); `VALUE` is read as a TOML value (`0.02`, `true`, `[32, 48]`, `"x"`), and
+/// as a plain string when it is not one. The override is merged into the params after the
+/// profile's, so it is part of the cache key like any param.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// The text as given, for messages.
+    pub spec: String,
+    pub scope: Option<String>,
+    pub path: Vec<String>,
+    pub value: Value,
+}
+
+impl std::str::FromStr for Override {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        let bad = |message: &str| Error::Override {
+            spec: spec.to_string(),
+            message: message.to_string(),
+        };
+        let (lhs, raw) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected [SCOPE:]PATH=VALUE"))?;
+        let (scope, path) = match lhs.rsplit_once(':') {
+            Some((scope, path)) if !scope.is_empty() => (Some(scope.to_string()), path),
+            Some((_, path)) => (None, path),
+            None => (None, lhs),
+        };
+        let path: Vec<String> = path.split('.').map(str::to_string).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(bad("empty part in the param path"));
+        }
+        let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+            Ok(mut t) => to_json(t.remove("v").unwrap_or(toml::Value::String(raw.into()))),
+            Err(_) => Value::String(raw.to_string()),
+        };
+        Ok(Override {
+            spec: spec.to_string(),
+            scope,
+            path,
+            value,
+        })
+    }
+}
+
+fn holds_path(v: &Value, path: &[String]) -> bool {
+    match path.split_first() {
+        None => true,
+        Some((head, rest)) => v.get(head).is_some_and(|c| holds_path(c, rest)),
+    }
+}
+
+impl Plan {
+    /// Merges a `--set` override into the params of the stages it reaches; returns how many.
+    /// An override that reaches no stage is an error naming it.
+    pub fn apply_override(&mut self, o: &Override) -> Result<usize> {
+        let err = |message: String| Error::Override {
+            spec: o.spec.clone(),
+            message,
+        };
+        let hits: Vec<usize> = match &o.scope {
+            Some(scope) if self.stages.iter().any(|s| &s.kind == scope) => self
+                .stages
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| &s.kind == scope)
+                .map(|(i, _)| i)
+                .collect(),
+            Some(scope) => self.match_stages(scope).map_err(|_| {
+                err(format!(
+                    "`{scope}` is no stage kind, stage or glob of profile `{}`",
+                    self.profile
+                ))
+            })?,
+            None => (0..self.stages.len())
+                .filter(|&i| holds_path(&self.stages[i].params, &o.path))
+                .collect(),
+        };
+        if hits.is_empty() {
+            return Err(err(format!(
+                "no stage of profile `{}` has the param `{}`; give a scope (`KIND:` or `STAGE:`)",
+                self.profile,
+                o.path.join(".")
+            )));
+        }
+        let mut over = o.value.clone();
+        for part in o.path.iter().rev() {
+            over = Value::Object([(part.clone(), over)].into_iter().collect());
+        }
+        for &i in &hits {
+            merge(&mut self.stages[i].params, &over);
+        }
+        Ok(hits.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,5 +901,60 @@ t = ["table"]
             .to_string();
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("dpes"), "{err}");
+    }
+
+    #[test]
+    fn overrides_parse_and_reach_their_scope() {
+        let p = parse(
+            r#"
+[[stage]]
+id = "a/{x}"
+kind = "echo"
+matrix = { x = ["1", "2"] }
+params = { text = "t", train = { lr = 0.1 } }
+
+[[stage]]
+id = "b"
+kind = "sleep"
+params = { ms = 5 }
+"#,
+        )
+        .unwrap();
+        let mut plan = p.plan("default").unwrap();
+        let o: Override = "train.lr=0.02".parse().unwrap();
+        assert_eq!(
+            (o.scope.as_deref(), o.value.clone()),
+            (None, serde_json::json!(0.02))
+        );
+        assert_eq!(plan.apply_override(&o).unwrap(), 2);
+        assert_eq!(plan.stages[plan.index["a/1"]].params["train"]["lr"], 0.02);
+        let o: Override = "sleep:ms=7".parse().unwrap();
+        assert_eq!(plan.apply_override(&o).unwrap(), 1);
+        assert_eq!(plan.stages[plan.index["b"]].params["ms"], 7);
+        let o: Override = "a/2:text=hello world".parse().unwrap();
+        assert_eq!(plan.apply_override(&o).unwrap(), 1);
+        assert_eq!(plan.stages[plan.index["a/2"]].params["text"], "hello world");
+        assert_eq!(plan.stages[plan.index["a/1"]].params["text"], "t");
+        let o: Override = "echo:list=[1, 2]".parse().unwrap();
+        plan.apply_override(&o).unwrap();
+        assert_eq!(
+            plan.stages[plan.index["a/1"]].params["list"],
+            serde_json::json!([1, 2])
+        );
+        let e = plan
+            .apply_override(&"nope.x=1".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--set nope.x=1: no stage of profile `default` has the param `nope.x`"),
+            "{e}"
+        );
+        let e = plan
+            .apply_override(&"zzz/*:x=1".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`zzz/*` is no stage kind, stage or glob"), "{e}");
+        let e = "x".parse::<Override>().unwrap_err().to_string();
+        assert_eq!(e, "--set x: expected [SCOPE:]PATH=VALUE");
     }
 }

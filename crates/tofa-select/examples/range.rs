@@ -5,13 +5,23 @@
 //! (defaults: `small 8 20`). Prints a Markdown table; the weights are random, which does not
 //! change latency or memory.
 
+use clap::Parser;
 use tofa_nn::{SearchSpace, SubnetConfig, Supernet, export_subnet};
-use tofa_select::device::{BenchOpts, bench_in_fresh_process, device_bench_main};
+use tofa_select::device::{BenchOpts, DeviceBenchArgs, bench_in_fresh_process, device_bench_main};
+
+/// The child's command line: `range device-bench MODEL_DIR ...`.
+#[derive(Parser)]
+struct Child {
+    #[command(flatten)]
+    args: DeviceBenchArgs,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("device-bench") {
-        return Ok(device_bench_main(args.into_iter().skip(1))?);
+        let child =
+            Child::parse_from(std::iter::once("range".to_string()).chain(args.into_iter().skip(1)));
+        return Ok(device_bench_main(&child.args)?);
     }
     let space = SearchSpace::builtin(args.first().map_or("small", String::as_str))?;
     let opts = BenchOpts {

@@ -369,43 +369,45 @@ pub fn bench_in_fresh_process(
     Ok(r)
 }
 
-/// The child command line (see the module docs): parses `args` (without the program name),
-/// benchmarks in this process and prints the result on stdout.
-pub fn device_bench_main(args: impl IntoIterator<Item = String>) -> Result<()> {
-    let usage = "usage: MODEL_DIR [--json] [--batch N] [--warmup W] [--repeats R] [--seed S]";
-    let mut opts = BenchOpts::default();
-    let mut dir: Option<PathBuf> = None;
-    let mut json = false;
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        let mut num = |name: &str| -> Result<u64> {
-            let v = it
-                .next()
-                .ok_or_else(|| SelectError::Bench(format!("{name} needs a value; {usage}")))?;
-            v.parse()
-                .map_err(|_| SelectError::Bench(format!("{name}: `{v}` is not a number; {usage}")))
-        };
-        match a.as_str() {
-            "--json" => json = true,
-            "--batch" => opts.batch = num("--batch")? as usize,
-            "--warmup" => opts.warmup = num("--warmup")? as usize,
-            "--repeats" => opts.repeats = num("--repeats")? as usize,
-            "--seed" => opts.seed = num("--seed")?,
-            s if s.starts_with("--") => {
-                return Err(SelectError::Bench(format!("unknown option `{s}`; {usage}")));
-            }
-            _ if dir.is_none() => dir = Some(PathBuf::from(a)),
-            _ => {
-                return Err(SelectError::Bench(format!(
-                    "unexpected argument `{a}`; {usage}"
-                )));
-            }
+/// The child command line: `MODEL_DIR [--json] [--batch N] [--warmup W] [--repeats R]
+/// [--seed S]`, parsed by clap in `tofa-pipeline device-bench` and `tofa-device-bench`.
+#[derive(Clone, Debug, PartialEq, clap::Args)]
+pub struct DeviceBenchArgs {
+    /// An exported model's directory (`model.json` and weights).
+    pub model_dir: PathBuf,
+    /// Print the result as one JSON object (what the `device_bench` stage reads).
+    #[arg(long)]
+    pub json: bool,
+    /// The larger batch; batch 1 is always measured.
+    #[arg(long, default_value_t = BenchOpts::default().batch)]
+    pub batch: usize,
+    /// Untimed runs before timing, per batch size.
+    #[arg(long, default_value_t = BenchOpts::default().warmup)]
+    pub warmup: usize,
+    /// Timed runs per batch size.
+    #[arg(long, default_value_t = BenchOpts::default().repeats)]
+    pub repeats: usize,
+    /// Seed of the random input.
+    #[arg(long, default_value_t = BenchOpts::default().seed)]
+    pub seed: u64,
+}
+
+impl DeviceBenchArgs {
+    pub fn opts(&self) -> BenchOpts {
+        BenchOpts {
+            batch: self.batch,
+            warmup: self.warmup,
+            repeats: self.repeats,
+            seed: self.seed,
         }
     }
-    let dir = dir.ok_or_else(|| SelectError::Bench(format!("missing MODEL_DIR; {usage}")))?;
-    let mut r = bench_in_process(&dir, &opts)?;
+}
+
+/// Runs the child command: measures the model in this process and prints the result.
+pub fn device_bench_main(args: &DeviceBenchArgs) -> Result<()> {
+    let mut r = bench_in_process(&args.model_dir, &args.opts())?;
     r.fresh_process = true;
-    if json {
+    if args.json {
         let text = serde_json::to_string(&r)
             .map_err(|e| SelectError::Bench(format!("serialising the result: {e}")))?;
         println!("{text}");

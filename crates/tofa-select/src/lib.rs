@@ -32,7 +32,8 @@ pub mod random;
 pub mod rule;
 
 pub use device::{
-    BenchOpts, BenchResult, bench_in_fresh_process, bench_in_process, device_bench_main,
+    BenchOpts, BenchResult, DeviceBenchArgs, bench_in_fresh_process, bench_in_process,
+    device_bench_main,
 };
 pub use encode::{Encoder, Encoding};
 pub use error::{BoxError, Result, SelectError};

@@ -173,10 +173,10 @@ fn failure_stops_dependents_only() {
     );
     let d = setup(&src);
     let out = tofa(d.path(), &["run", "all", "just_b"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1), "a failed run exits 1");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("stage `slow` failed: boom: out of cheese"),
+        err.contains("error: the run failed: stage `slow` failed: boom: out of cheese"),
         "{err}"
     );
     assert!(err.contains("1 dependent stage(s) skipped"), "{err}");
@@ -255,6 +255,65 @@ fn kill_during_stage_then_rerun_redoes_only_it() {
     let out = tofa(d.path(), &["run", "slow"]);
     ok(&out);
     assert_eq!(ran(&out), ["slow"]);
+}
+
+/// Two nodes share one cache (`TOFA_HOST_ID` poses as the node): a build node-a left
+/// behind looks, from node-b, exactly like a build in flight there (its pid means nothing
+/// here), so node-b must leave it; node-a itself knows the pid is dead and sweeps it.
+#[test]
+fn a_shared_cache_keeps_another_nodes_builds() {
+    let src = PIPELINE.replace(
+        "params = { ms = 50 }",
+        "params = { ms = 3000, steps = 300 }",
+    );
+    let d = setup(&src);
+    let on = |host: &str, args: &[&str]| {
+        let out = Command::new(BIN)
+            .current_dir(d.path())
+            .env("TOFA_HOST_ID", host)
+            .args(args)
+            .output()
+            .unwrap();
+        ok(&out);
+        out
+    };
+    on("node-a", &["run", "mid/a"]);
+    let mut child = Command::new(BIN)
+        .current_dir(d.path())
+        .env("TOFA_HOST_ID", "node-a")
+        .args(["run", "slow"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp = d.path().join(".tofa-cache/tmp");
+    let names = || -> Vec<String> {
+        tmp.read_dir()
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for _ in 0..200 {
+        if !names().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = names();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].contains(".node-a."),
+        "temp names carry the host: {left:?}"
+    );
+    // node-b runs (and sweeps) while node-a's build is, for all it can tell, in flight
+    on("node-b", &["run", "mid/b"]);
+    assert_eq!(names(), left, "node-b removed node-a's build");
+    // node-a's next run knows its own pid is gone
+    on("node-a", &["run", "mid/b"]);
+    assert!(names().is_empty(), "{:?}", names());
 }
 
 #[test]
@@ -347,6 +406,95 @@ fn errors_name_file_line_and_stage() {
     let err =
         String::from_utf8_lossy(&tofa(d.path(), &["--profile", "gpu", "run"]).stderr).to_string();
     assert!(err.contains("profile `gpu` not found"), "{err}");
+}
+
+/// Exit status 2 for usage and input errors, `--json` for `status` and `list`, `--set`
+/// as part of the key, `-q` and `-v`.
+#[test]
+fn cli_conventions() {
+    let d = setup(PIPELINE);
+    // usage and input errors: 2, before anything runs
+    for args in [
+        &["run", "--bogus"][..],
+        &["run", "nope"],
+        &["--set", "nope.x=1", "run"],
+        &["--set", "sleep:mss=1", "run", "slow"],
+        &["-q", "-v", "run"],
+    ] {
+        let out = tofa(d.path(), args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let err =
+        String::from_utf8_lossy(&tofa(d.path(), &["--set", "sleep:mss=1", "run", "slow"]).stderr)
+            .to_string();
+    assert!(err.contains("unknown field `mss`"), "{err}");
+    assert!(
+        !d.path().join(".tofa-cache/entries").exists(),
+        "nothing ran"
+    );
+
+    // -q: no stage lines; -v: the key of each stage it runs
+    let out = tofa(d.path(), &["-q", "run", "mid/a"]);
+    ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let out = tofa(d.path(), &["-v", "run", "mid/b"]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.trim_start().starts_with("mid/b key ")),
+        "{err}"
+    );
+
+    // status --json: one object a stage
+    let out = tofa(d.path(), &["status", "--json", "all"]);
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_id = |id: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id("mid/a")["state"], "cached");
+    assert_eq!(by_id("mid/a")["key"].as_str().unwrap().len(), 64);
+    assert_eq!(by_id("slow")["state"], "missing");
+    assert_eq!(by_id("slow")["reason"], "never built");
+    assert!(by_id("slow").get("key").is_none());
+
+    // list --json
+    let out = tofa(d.path(), &["list", "--json"]);
+    ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["profile"], "base");
+    assert_eq!(v["targets"]["just_b"], serde_json::json!(["mid/b"]));
+    let top = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "top")
+        .unwrap();
+    assert_eq!(top["deps"], serde_json::json!(["mid/a", "mid/b", "slow"]));
+
+    // --set changes the param, hence the key, and only for its scope
+    let out = tofa(d.path(), &["--set", "mid/b:score=2.5", "run", "just_b"]);
+    ok(&out);
+    assert_eq!(ran(&out), ["mid/b"]);
+    let show = tofa(d.path(), &["--set", "mid/b:score=2.5", "show", "mid/b"]);
+    assert!(String::from_utf8_lossy(&show.stdout).contains("\"score\": 2.5"));
+    let out = tofa(d.path(), &["run", "just_b"]);
+    ok(&out);
+    assert!(
+        ran(&out).is_empty(),
+        "without --set the old key, and its entry, come back"
+    );
 }
 
 #[test]

@@ -2,10 +2,22 @@
 //! (see `tofa_select::device`). The pipeline exposes the same command line as a hidden
 //! subcommand; this binary lets the crate's tests run the fresh-process path.
 
+use clap::Parser;
+use tofa_select::device::{DeviceBenchArgs, device_bench_main};
+
+/// Measures one exported model's latency and memory in this process.
+#[derive(Debug, Parser)]
+#[command(name = "tofa-device-bench")]
+struct Cli {
+    #[command(flatten)]
+    args: DeviceBenchArgs,
+}
+
 fn main() {
     tofa_nn::runtime::tune_allocator();
-    if let Err(e) = tofa_select::device::device_bench_main(std::env::args().skip(1)) {
+    let cli = Cli::parse();
+    if let Err(e) = device_bench_main(&cli.args) {
         eprintln!("error: {e}");
-        std::process::exit(2);
+        std::process::exit(1);
     }
 }

@@ -3,9 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use tofa_nn::{SubnetConfig, Supernet, export_subnet};
-use tofa_select::device::{
-    BenchOpts, BenchResult, bench_in_fresh_process, bench_in_process, device_bench_main,
-};
+use tofa_select::device::{BenchOpts, BenchResult, bench_in_fresh_process, bench_in_process};
 use tofa_select::{Metric, MetricProvider, Metrics};
 
 use crate::tiny;
@@ -92,12 +90,22 @@ fn child_errors_are_clear() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("nope") && err.contains("model.json"), "{err}");
-    let err = device_bench_main(["--bogus".to_string()])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("unknown option `--bogus`"), "{err}");
-    let err = device_bench_main(["d".into(), "--batch".into(), "x".into()])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("--batch: `x` is not a number"), "{err}");
+    let child = |args: &[&str]| {
+        let out = std::process::Command::new(exe).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = child(&["--bogus"]);
+    assert_eq!(code, Some(2), "usage errors exit 2: {err}");
+    assert!(err.contains("unexpected argument '--bogus'"), "{err}");
+    let (code, err) = child(&["d", "--batch", "x"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("invalid value 'x' for '--batch <BATCH>'"),
+        "{err}"
+    );
+    let (code, err) = child(&[missing.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "a failed benchmark exits 1: {err}");
 }
