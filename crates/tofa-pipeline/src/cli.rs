@@ -421,8 +421,12 @@ fn show(g: &Global, registry: &Registry, a: &ShowArgs) -> Result<ExitCode> {
         .with_context(|| format!("no stage `{stage}` in profile `{}`", c.plan.profile))?;
     let s = &c.plan.stages[i];
     println!(
-        "stage: {}\nkind: {}\nline: {}\nseed: {}",
-        s.id, s.kind, s.line, s.seed
+        "stage: {}\nkind: {}\ndeclared: {}:{}\nseed: {}",
+        s.id,
+        s.kind,
+        s.file.display(),
+        s.line,
+        s.seed
     );
     println!(
         "params: {}",

@@ -235,7 +235,7 @@ impl<'a> Runner<'a> {
         let mut params = Vec::with_capacity(plan.stages.len());
         for s in &plan.stages {
             let spec_err = |message: String| Error::Spec {
-                path: plan.path.clone(),
+                path: s.file.clone(),
                 line: s.line,
                 message,
             };

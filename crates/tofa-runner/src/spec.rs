@@ -33,6 +33,8 @@ struct PipelineWire {
     #[serde(default)]
     pipeline: HeaderWire,
     #[serde(default)]
+    matrix: BTreeMap<String, Vec<toml::Value>>,
+    #[serde(default)]
     profile: BTreeMap<String, toml::Spanned<ProfileWire>>,
     #[serde(default)]
     stage: Vec<toml::Spanned<StageWire>>,
@@ -49,6 +51,24 @@ struct HeaderWire {
     results_dir: Option<String>,
     reports_dir: Option<String>,
     description: Option<String>,
+    /// Files (globs, relative to this file) whose stages, targets, matrices and profile
+    /// sections join this file's, in sorted order.
+    #[serde(default)]
+    include: Vec<String>,
+}
+
+/// An included file: everything but the `[pipeline]` header.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncludeWire {
+    #[serde(default)]
+    matrix: BTreeMap<String, Vec<toml::Value>>,
+    #[serde(default)]
+    profile: BTreeMap<String, toml::Spanned<ProfileWire>>,
+    #[serde(default)]
+    stage: Vec<toml::Spanned<StageWire>>,
+    #[serde(default)]
+    targets: BTreeMap<String, toml::Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +109,8 @@ pub struct Profile {
     pub matrix: BTreeMap<String, Vec<Value>>,
     pub kind: BTreeMap<String, Value>,
     pub stage: BTreeMap<String, Value>,
+    /// Where the profile is first declared.
+    pub file: PathBuf,
     pub line: usize,
 }
 
@@ -101,6 +123,7 @@ struct StageTemplate {
     params: Value,
     deps: Vec<String>,
     matrix: BTreeMap<String, Vec<Value>>,
+    file: PathBuf,
     line: usize,
 }
 
@@ -117,8 +140,18 @@ pub struct Pipeline {
     /// Where files a stage writes under `publish/` are copied, per profile.
     pub reports_dir: PathBuf,
     pub profiles: BTreeMap<String, Profile>,
+    /// Matrix variables declared once (`[matrix]`), for every stage whose id uses them.
+    matrix: BTreeMap<String, Vec<Value>>,
     templates: Vec<StageTemplate>,
-    targets: BTreeMap<String, (Vec<String>, usize)>,
+    targets: BTreeMap<String, Target>,
+}
+
+/// A named target: stage ids, globs or other targets, and where it is declared.
+#[derive(Debug, Clone)]
+struct Target {
+    entries: Vec<String>,
+    file: PathBuf,
+    line: usize,
 }
 
 /// One stage after matrix expansion and profile overrides.
@@ -131,7 +164,8 @@ pub struct Stage {
     pub params: Value,
     /// Indices into [`Plan::stages`].
     pub deps: Vec<usize>,
-    /// Line of the `[[stage]]` table in the pipeline file.
+    /// The file of its `[[stage]]` table (the pipeline file or one it includes) and its line.
+    pub file: PathBuf,
     pub line: usize,
     /// The stage's seed, derived from the pipeline seed and its id.
     pub seed: u64,
@@ -144,7 +178,7 @@ pub struct Plan {
     pub profile: String,
     pub stages: Vec<Stage>,
     pub index: BTreeMap<String, usize>,
-    targets: BTreeMap<String, (Vec<String>, usize)>,
+    targets: BTreeMap<String, Target>,
 }
 
 fn line_of(src: &str, offset: usize) -> usize {
@@ -277,34 +311,44 @@ const MATCH: glob::MatchOptions = glob::MatchOptions {
     require_literal_leading_dot: false,
 };
 
-impl Pipeline {
-    /// Reads and validates a pipeline file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let src = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-        Self::parse(path, &src)
-    }
+/// What the pipeline file and the files it includes declare, gathered file by file.
+#[derive(Default)]
+struct Parts {
+    matrix: BTreeMap<String, Vec<Value>>,
+    profiles: BTreeMap<String, Profile>,
+    templates: Vec<StageTemplate>,
+    targets: BTreeMap<String, Target>,
+}
 
-    /// Parses pipeline text; `path` is used for messages and to resolve relative dirs.
-    pub fn parse(path: &Path, src: &str) -> Result<Self> {
-        let wire: PipelineWire = toml::from_str(src).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+impl Parts {
+    /// Adds one file's declarations. A matrix variable or target declared in two files, or a
+    /// profile field, kind or stage override set in two, is an error naming both: the files'
+    /// order must not decide what a stage's params are.
+    fn add(&mut self, file: &Path, src: &str, w: IncludeWire) -> Result<()> {
         let spec_err = |line: usize, message: String| Error::Spec {
-            path: path.to_path_buf(),
+            path: file.to_path_buf(),
             line,
             message,
         };
-        let base = path.parent().unwrap_or(Path::new("."));
-        let mut profiles = BTreeMap::new();
-        for (name, p) in wire.profile {
+        for (var, values) in w.matrix {
+            if values.is_empty() {
+                return Err(spec_err(
+                    1,
+                    format!("matrix variable `{var}` has no values"),
+                ));
+            }
+            if self.matrix.contains_key(&var) {
+                return Err(spec_err(
+                    1,
+                    format!("matrix variable `{var}` is declared twice"),
+                ));
+            }
+            self.matrix
+                .insert(var, values.into_iter().map(to_json).collect());
+        }
+        for (name, p) in w.profile {
             let line = line_of(src, p.span().start);
             let p = p.into_inner();
-            let to_map = |m: BTreeMap<String, toml::Table>| {
-                m.into_iter()
-                    .map(|(k, t)| (k, table_to_json(t)))
-                    .collect::<BTreeMap<_, _>>()
-            };
             for (var, values) in &p.matrix {
                 if values.is_empty() {
                     return Err(spec_err(
@@ -313,91 +357,216 @@ impl Pipeline {
                     ));
                 }
             }
-            profiles.insert(
-                name.clone(),
-                Profile {
-                    name,
-                    description: p.description.unwrap_or_default(),
-                    extends: p.extends,
-                    seed: p.seed,
-                    matrix: p
-                        .matrix
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_iter().map(to_json).collect()))
-                        .collect(),
-                    kind: to_map(p.kind),
-                    stage: to_map(p.stage),
+            let prof = self
+                .profiles
+                .entry(name.clone())
+                .or_insert_with(|| Profile {
+                    name: name.clone(),
+                    description: String::new(),
+                    extends: None,
+                    seed: None,
+                    matrix: BTreeMap::new(),
+                    kind: BTreeMap::new(),
+                    stage: BTreeMap::new(),
+                    file: file.to_path_buf(),
+                    line,
+                });
+            let twice = |what: &str| {
+                spec_err(
+                    line,
+                    format!(
+                        "profile `{name}`: {what} is set here and in {}:{}",
+                        prof.file.display(),
+                        prof.line
+                    ),
+                )
+            };
+            if let Some(d) = p.description {
+                if !prof.description.is_empty() {
+                    return Err(twice("`description`"));
+                }
+                prof.description = d;
+            }
+            if let Some(e) = p.extends {
+                if prof.extends.is_some() {
+                    return Err(twice("`extends`"));
+                }
+                prof.extends = Some(e);
+            }
+            if let Some(seed) = p.seed {
+                if prof.seed.is_some() {
+                    return Err(twice("`seed`"));
+                }
+                prof.seed = Some(seed);
+            }
+            for (k, v) in p.matrix {
+                if prof.matrix.contains_key(&k) {
+                    return Err(twice(&format!("matrix variable `{k}`")));
+                }
+                prof.matrix.insert(k, v.into_iter().map(to_json).collect());
+            }
+            for (k, t) in p.kind {
+                if prof.kind.contains_key(&k) {
+                    return Err(twice(&format!("`kind.{k}`")));
+                }
+                prof.kind.insert(k, table_to_json(t));
+            }
+            for (k, t) in p.stage {
+                if prof.stage.contains_key(&k) {
+                    return Err(twice(&format!("`stage.\"{k}\"`")));
+                }
+                prof.stage.insert(k, table_to_json(t));
+            }
+        }
+        for st in w.stage {
+            let line = line_of(src, st.span().start);
+            let st = st.into_inner();
+            if st.id.is_empty() {
+                return Err(spec_err(line, "stage id is empty".into()));
+            }
+            for (var, values) in &st.matrix {
+                if values.is_empty() {
+                    return Err(spec_err(
+                        line,
+                        format!("stage `{}`: matrix variable `{var}` has no values", st.id),
+                    ));
+                }
+            }
+            self.templates.push(StageTemplate {
+                id: st.id,
+                kind: st.kind,
+                description: st.description.unwrap_or_default(),
+                params: table_to_json(st.params),
+                deps: st.deps,
+                matrix: st
+                    .matrix
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_iter().map(to_json).collect()))
+                    .collect(),
+                file: file.to_path_buf(),
+                line,
+            });
+        }
+        for (name, v) in w.targets {
+            let line = line_of(src, v.span().start);
+            if let Some(t) = self.targets.get(&name) {
+                return Err(spec_err(
+                    line,
+                    format!(
+                        "target `{name}` is also declared in {}:{}",
+                        t.file.display(),
+                        t.line
+                    ),
+                ));
+            }
+            self.targets.insert(
+                name,
+                Target {
+                    entries: v.into_inner(),
+                    file: file.to_path_buf(),
                     line,
                 },
             );
         }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let src = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+        Self::parse(path, &src)
+    }
+
+    /// Parses pipeline text; `path` is used for messages, to resolve relative dirs and to find
+    /// the files it includes (read from disk).
+    pub fn parse(path: &Path, src: &str) -> Result<Self> {
+        let wire: PipelineWire = toml::from_str(src).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let header = wire.pipeline;
+        let mut parts = Parts::default();
+        parts.add(
+            path,
+            src,
+            IncludeWire {
+                matrix: wire.matrix,
+                profile: wire.profile,
+                stage: wire.stage,
+                targets: wire.targets,
+            },
+        )?;
+        for pattern_text in &header.include {
+            let full = base.join(pattern_text);
+            let spec_err = |message: String| Error::Spec {
+                path: path.to_path_buf(),
+                line: 1,
+                message,
+            };
+            let paths = glob::glob(&full.to_string_lossy())
+                .map_err(|e| spec_err(format!("include `{pattern_text}`: {e}")))?;
+            let mut files: Vec<PathBuf> = paths.filter_map(|p| p.ok()).collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(spec_err(format!(
+                    "include `{pattern_text}` matches no file"
+                )));
+            }
+            for f in files {
+                let text = std::fs::read_to_string(&f).map_err(|e| Error::io("read", &f, e))?;
+                let inc: IncludeWire = toml::from_str(&text).map_err(|e| Error::Parse {
+                    path: f.clone(),
+                    message: e.to_string().trim_end().to_string(),
+                })?;
+                parts.add(&f, &text, inc)?;
+            }
+        }
+        let Parts {
+            matrix,
+            profiles,
+            templates,
+            targets,
+        } = parts;
+        let spec_err = |file: &Path, line: usize, message: String| Error::Spec {
+            path: file.to_path_buf(),
+            line,
+            message,
+        };
         for p in profiles.values() {
             if let Some(parent) = &p.extends
                 && !profiles.contains_key(parent)
             {
                 return Err(spec_err(
+                    &p.file,
                     p.line,
                     format!("profile `{}` extends unknown profile `{parent}`", p.name),
                 ));
             }
         }
-        let default_profile = wire
-            .pipeline
+        let default_profile = header
             .default_profile
             .or_else(|| profiles.keys().next().cloned())
             .unwrap_or_else(|| "default".to_string());
         if !profiles.is_empty() && !profiles.contains_key(&default_profile) {
             return Err(spec_err(
+                path,
                 1,
                 format!("default_profile `{default_profile}` is not a declared profile"),
             ));
         }
-        let mut templates = Vec::new();
-        for s in wire.stage {
-            let line = line_of(src, s.span().start);
-            let s = s.into_inner();
-            if s.id.is_empty() {
-                return Err(spec_err(line, "stage id is empty".into()));
-            }
-            for (var, values) in &s.matrix {
-                if values.is_empty() {
-                    return Err(spec_err(
-                        line,
-                        format!("stage `{}`: matrix variable `{var}` has no values", s.id),
-                    ));
-                }
-            }
-            templates.push(StageTemplate {
-                id: s.id,
-                kind: s.kind,
-                description: s.description.unwrap_or_default(),
-                params: table_to_json(s.params),
-                deps: s.deps,
-                matrix: s
-                    .matrix
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_iter().map(to_json).collect()))
-                    .collect(),
-                line,
-            });
-        }
-        let targets = wire
-            .targets
-            .into_iter()
-            .map(|(k, v)| {
-                let line = line_of(src, v.span().start);
-                (k, (v.into_inner(), line))
-            })
-            .collect();
         let pipeline = Pipeline {
             path: path.to_path_buf(),
-            description: wire.pipeline.description.unwrap_or_default(),
+            description: header.description.unwrap_or_default(),
             default_profile,
-            seed: wire.pipeline.seed.unwrap_or(0),
-            cache_dir: base.join(wire.pipeline.cache_dir.as_deref().unwrap_or(".tofa-cache")),
-            results_dir: base.join(wire.pipeline.results_dir.as_deref().unwrap_or("results")),
-            reports_dir: base.join(wire.pipeline.reports_dir.as_deref().unwrap_or("reports")),
+            seed: header.seed.unwrap_or(0),
+            cache_dir: base.join(header.cache_dir.as_deref().unwrap_or(".tofa-cache")),
+            results_dir: base.join(header.results_dir.as_deref().unwrap_or("results")),
+            reports_dir: base.join(header.reports_dir.as_deref().unwrap_or("reports")),
             profiles,
+            matrix,
             templates,
             targets,
         };
@@ -452,8 +621,8 @@ impl Pipeline {
     pub fn plan(&self, profile: &str) -> Result<Plan> {
         let chain = self.chain(profile)?;
         let seed = chain.iter().rev().find_map(|p| p.seed).unwrap_or(self.seed);
-        let spec_err = |line: usize, message: String| Error::Spec {
-            path: self.path.clone(),
+        let spec_err = |file: &Path, line: usize, message: String| Error::Spec {
+            path: file.to_path_buf(),
             line,
             message,
         };
@@ -467,6 +636,12 @@ impl Pipeline {
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
         for t in &self.templates {
             let mut matrix = t.matrix.clone();
+            // variables declared once in `[matrix]` that this stage's id uses
+            for (var, values) in &self.matrix {
+                if !matrix.contains_key(var) && t.id.contains(&format!("{{{var}}}")) {
+                    matrix.insert(var.clone(), values.clone());
+                }
+            }
             for (k, v) in &mut matrix {
                 if let Some(o) = matrix_over.get(k) {
                     *v = o.clone();
@@ -474,9 +649,9 @@ impl Pipeline {
             }
             for vars in cartesian(&matrix) {
                 let id = substitute_str(&t.id, &vars)
-                    .map_err(|m| spec_err(t.line, format!("stage `{}`: {m}", t.id)))?;
+                    .map_err(|m| spec_err(&t.file, t.line, format!("stage `{}`: {m}", t.id)))?;
                 let mut params = substitute(&t.params, &vars)
-                    .map_err(|m| spec_err(t.line, format!("stage `{id}`: {m}")))?;
+                    .map_err(|m| spec_err(&t.file, t.line, format!("stage `{id}`: {m}")))?;
                 for p in &chain {
                     if let Some(o) = p.kind.get(&t.kind) {
                         merge(&mut params, o);
@@ -484,7 +659,7 @@ impl Pipeline {
                     let mut globs: Vec<(&String, &Value)> = p.stage.iter().collect();
                     globs.sort_by_key(|(g, _)| (g.len(), (*g).clone()));
                     for (g, o) in globs {
-                        let pat = pattern(g).map_err(|m| spec_err(p.line, m))?;
+                        let pat = pattern(g).map_err(|m| spec_err(&p.file, p.line, m))?;
                         if pat.matches_with(&id, MATCH) {
                             merge(&mut params, o);
                         }
@@ -495,9 +670,13 @@ impl Pipeline {
                     .iter()
                     .map(|d| substitute_str(d, &vars))
                     .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|m| spec_err(t.line, format!("stage `{id}`: {m}")))?;
+                    .map_err(|m| spec_err(&t.file, t.line, format!("stage `{id}`: {m}")))?;
                 if index.insert(id.clone(), stages.len()).is_some() {
-                    return Err(spec_err(t.line, format!("duplicate stage id `{id}`")));
+                    return Err(spec_err(
+                        &t.file,
+                        t.line,
+                        format!("duplicate stage id `{id}`"),
+                    ));
                 }
                 stages.push(Stage {
                     seed: derive_seed(seed, &id),
@@ -506,6 +685,7 @@ impl Pipeline {
                     description: t.description.clone(),
                     params,
                     deps: Vec::new(),
+                    file: t.file.clone(),
                     line: t.line,
                 });
                 raw_deps.push(deps);
@@ -516,7 +696,8 @@ impl Pipeline {
             let mut resolved = BTreeSet::new();
             for d in deps {
                 let matched: Vec<usize> = if d.contains(['*', '?', '[']) {
-                    let pat = pattern(d).map_err(|m| spec_err(stages[i].line, m))?;
+                    let pat =
+                        pattern(d).map_err(|m| spec_err(&stages[i].file, stages[i].line, m))?;
                     index
                         .iter()
                         .filter(|(id, _)| pat.matches_with(id, MATCH))
@@ -527,6 +708,7 @@ impl Pipeline {
                 };
                 if matched.is_empty() {
                     return Err(spec_err(
+                        &stages[i].file,
                         stages[i].line,
                         format!(
                             "stage `{}` depends on `{d}`, which matches no stage",
@@ -541,6 +723,7 @@ impl Pipeline {
         let order = topo_order(&stages).map_err(|cycle| {
             let names: Vec<&str> = cycle.iter().map(|&j| stages[j].id.as_str()).collect();
             spec_err(
+                &stages[cycle[0]].file,
                 stages[cycle[0]].line,
                 format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
             )
@@ -567,14 +750,15 @@ impl Pipeline {
             index,
             targets: self.targets.clone(),
         };
-        for (name, (entries, line)) in &self.targets {
-            plan.expand_target(name, entries, *line, &mut BTreeSet::new())?;
+        for (name, t) in &self.targets {
+            plan.expand_target(name, t, &mut BTreeSet::new())?;
         }
         Ok(plan)
     }
 }
 
-/// Kahn's algorithm, ties broken by declaration order; on a cycle returns its members in order.
+/// Kahn's algorithm, ties broken by stage id (so the order does not depend on which file
+/// or line declares a stage); on a cycle returns its members in order.
 fn topo_order(stages: &[Stage]) -> std::result::Result<Vec<usize>, Vec<usize>> {
     let n = stages.len();
     let mut indeg = vec![0usize; n];
@@ -585,14 +769,17 @@ fn topo_order(stages: &[Stage]) -> std::result::Result<Vec<usize>, Vec<usize>> {
             users[d].push(i);
         }
     }
-    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut ready: BTreeSet<(&str, usize)> = (0..n)
+        .filter(|&i| indeg[i] == 0)
+        .map(|i| (stages[i].id.as_str(), i))
+        .collect();
     let mut order = Vec::with_capacity(n);
-    while let Some(i) = ready.pop_first() {
+    while let Some((_, i)) = ready.pop_first() {
         order.push(i);
         for &u in &users[i] {
             indeg[u] -= 1;
             if indeg[u] == 0 {
-                ready.insert(u);
+                ready.insert((stages[u].id.as_str(), u));
             }
         }
     }
@@ -624,27 +811,25 @@ impl Plan {
     fn expand_target(
         &self,
         name: &str,
-        entries: &[String],
-        line: usize,
+        t: &Target,
         visiting: &mut BTreeSet<String>,
     ) -> Result<BTreeSet<usize>> {
+        let spec_err = |message: String| Error::Spec {
+            path: t.file.clone(),
+            line: t.line,
+            message,
+        };
         if !visiting.insert(name.to_string()) {
-            return Err(Error::Spec {
-                path: self.path.clone(),
-                line,
-                message: format!("target `{name}` includes itself"),
-            });
+            return Err(spec_err(format!("target `{name}` includes itself")));
         }
         let mut out = BTreeSet::new();
-        for e in entries {
-            if let Some((sub, l)) = self.targets.get(e) {
-                out.extend(self.expand_target(e, sub, *l, visiting)?);
+        for e in &t.entries {
+            if let Some(sub) = self.targets.get(e) {
+                out.extend(self.expand_target(e, sub, visiting)?);
             } else {
-                let m = self.match_stages(e).map_err(|message| Error::Spec {
-                    path: self.path.clone(),
-                    line,
-                    message: format!("target `{name}`: {message}"),
-                })?;
+                let m = self
+                    .match_stages(e)
+                    .map_err(|message| spec_err(format!("target `{name}`: {message}")))?;
                 out.extend(m);
             }
         }
@@ -672,7 +857,7 @@ impl Plan {
 
     /// Target names with their line.
     pub fn targets(&self) -> impl Iterator<Item = (&String, &Vec<String>)> {
-        self.targets.iter().map(|(k, (v, _))| (k, v))
+        self.targets.iter().map(|(k, t)| (k, &t.entries))
     }
 
     /// Resolves target names, stage ids or globs to the stages they need, deps included,
@@ -683,8 +868,8 @@ impl Plan {
             roots.extend(0..self.stages.len());
         }
         for s in selectors {
-            if let Some((entries, line)) = self.targets.get(s) {
-                roots.extend(self.expand_target(s, entries, *line, &mut BTreeSet::new())?);
+            if let Some(t) = self.targets.get(s) {
+                roots.extend(self.expand_target(s, t, &mut BTreeSet::new())?);
             } else {
                 let m = self.match_stages(s).map_err(|_| Error::NotFound {
                     what: "target or stage",
@@ -956,5 +1141,103 @@ params = { ms = 5 }
         assert!(e.contains("`zzz/*` is no stage kind, stage or glob"), "{e}");
         let e = "x".parse::<Override>().unwrap_err().to_string();
         assert_eq!(e, "--set x: expected [SCOPE:]PATH=VALUE");
+    }
+
+    fn write_files(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let p = d.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn included_files_join_the_pipeline() {
+        let d = write_files(&[
+            (
+                "pipeline.toml",
+                "[pipeline]\ninclude = [\"experiments/*.toml\"]\n[profile.small]\nmatrix = { d = [\"x\"] }\n",
+            ),
+            (
+                "experiments/a-data.toml",
+                "[matrix]\nd = [\"x\", \"y\"]\n\n[[stage]]\nid = \"split/{d}\"\nkind = \"echo\"\nparams = { text = \"{d}\" }\n",
+            ),
+            (
+                "experiments/b-train.toml",
+                "[[stage]]\nid = \"train/{d}\"\nkind = \"echo\"\ndeps = [\"split/{d}\"]\nparams = { text = \"t\" }\n\n[targets]\ntrain = [\"train/*\"]\n\n[profile.small.kind.echo]\ntext = \"small\"\n",
+            ),
+        ]);
+        let p = Pipeline::load(&d.path().join("pipeline.toml")).unwrap();
+        let all = p.plan("small").unwrap();
+        let ids: Vec<&str> = all.stages.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["split/x", "train/x"],
+            "the profile's matrix replaces [matrix]"
+        );
+        assert_eq!(all.stages[1].params["text"], "small");
+        assert!(all.stages[1].file.ends_with("experiments/b-train.toml"));
+        assert_eq!(all.select(&["train".into()]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn included_files_name_themselves_in_errors() {
+        let bad_dep = write_files(&[
+            ("pipeline.toml", "[pipeline]\ninclude = [\"e/*.toml\"]\n"),
+            (
+                "e/x.toml",
+                "\n\n[[stage]]\nid = \"a\"\nkind = \"echo\"\ndeps = [\"nope\"]\n",
+            ),
+        ]);
+        let e = Pipeline::load(&bad_dep.path().join("pipeline.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("e/x.toml:3: stage `a` depends on `nope`"), "{e}");
+        let twice = write_files(&[
+            (
+                "pipeline.toml",
+                "[pipeline]\ninclude = [\"e/*.toml\"]\n[targets]\nt = []\n",
+            ),
+            ("e/x.toml", "[targets]\nt = []\n"),
+        ]);
+        let e = Pipeline::load(&twice.path().join("pipeline.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("e/x.toml:2: target `t` is also declared in"),
+            "{e}"
+        );
+        let override_twice = write_files(&[
+            (
+                "pipeline.toml",
+                "[pipeline]\ninclude = [\"e/*.toml\"]\n[profile.p.kind.echo]\ntext = \"a\"\n",
+            ),
+            ("e/x.toml", "[profile.p.kind.echo]\ntext = \"b\"\n"),
+        ]);
+        let e = Pipeline::load(&override_twice.path().join("pipeline.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("profile `p`: `kind.echo` is set here and in"),
+            "{e}"
+        );
+        let header = write_files(&[
+            ("pipeline.toml", "[pipeline]\ninclude = [\"e/*.toml\"]\n"),
+            ("e/x.toml", "[pipeline]\nseed = 1\n"),
+        ]);
+        let e = Pipeline::load(&header.path().join("pipeline.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("e/x.toml") && e.contains("unknown field `pipeline`"),
+            "{e}"
+        );
+        let none = write_files(&[("pipeline.toml", "[pipeline]\ninclude = [\"e/*.toml\"]\n")]);
+        let e = Pipeline::load(&none.path().join("pipeline.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("include `e/*.toml` matches no file"), "{e}");
     }
 }

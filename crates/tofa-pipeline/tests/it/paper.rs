@@ -5,14 +5,88 @@ use std::path::Path;
 
 use super::{ok, ran, tofa};
 
-/// A temp dir holding the repository's `pipeline.toml`, with `edit` applied to its text.
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A temp dir holding the repository's `pipeline.toml` (with `edit` applied to its text) and
+/// the experiment files it includes.
 fn repo_pipeline(edit: impl FnOnce(String) -> String) -> tempfile::TempDir {
-    let src =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipeline.toml"))
-            .unwrap();
+    let src = std::fs::read_to_string(repo_root().join("pipeline.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pipeline.toml"), edit(src)).unwrap();
+    if let Ok(rd) = std::fs::read_dir(repo_root().join("experiments")) {
+        std::fs::create_dir_all(dir.path().join("experiments")).unwrap();
+        for e in rd {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.path().join("experiments").join(e.file_name())).unwrap();
+        }
+    }
     dir
+}
+
+/// Everything a stage's cache key is made of but its dependencies' output digests (kind and
+/// version, canonical params, seed, dependency ids), one line a stage, sorted by id.
+fn plan_fingerprint(profile: &str) -> String {
+    let pipeline = tofa_runner::spec::Pipeline::load(&repo_root().join("pipeline.toml")).unwrap();
+    let plan = pipeline.plan(profile).unwrap();
+    let registry = tofa_stages::registry();
+    let cache = tofa_runner::cache::Cache::new(std::env::temp_dir().join("unused"));
+    let runner = tofa_runner::exec::Runner::new(&plan, &registry, cache).unwrap();
+    let mut lines: Vec<String> = plan
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let input = tofa_runner::cache::KeyInput {
+                format: tofa_runner::cache::FORMAT,
+                kind: s.kind.clone(),
+                kind_version: registry.get(&s.kind).unwrap().version().to_string(),
+                params: runner.params(i).clone(),
+                seed: s.seed,
+                deps: s
+                    .deps
+                    .iter()
+                    .map(|&d| (plan.stages[d].id.clone(), String::new()))
+                    .collect(),
+            };
+            format!("{} {}", s.id, input.key())
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n") + "\n"
+}
+
+/// The keys of `smoke` and `quick` do not move when the pipeline's files are reorganised
+/// (issue 14's `experiments/`, issue 16's refactors): the plans are compared with
+/// fingerprints committed in `tests/fixtures/plan/`. A change that should move keys (a kind's
+/// `VERSION`, a param) re-blesses them: `TOFA_BLESS=1 cargo test -p tofa-pipeline --test it
+/// plan_fingerprints`.
+#[test]
+fn plan_fingerprints_match_the_committed_ones() {
+    for profile in ["smoke", "quick"] {
+        let got = plan_fingerprint(profile);
+        let path = repo_root().join(format!("tests/fixtures/plan/{profile}.txt"));
+        if std::env::var_os("TOFA_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (bless with TOFA_BLESS=1)", path.display()));
+        if got != want {
+            let moved: Vec<&str> = got
+                .lines()
+                .filter(|l| !want.lines().any(|w| w == *l))
+                .collect();
+            panic!(
+                "profile {profile}: {} of {} stages have another plan than {}: {moved:?}",
+                moved.len(),
+                got.lines().count(),
+                path.display()
+            );
+        }
+    }
 }
 
 fn tables(dir: &Path) -> serde_json::Value {
