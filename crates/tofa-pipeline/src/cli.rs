@@ -5,7 +5,7 @@
 //! flags, a malformed `pipeline.toml`, an unknown stage, a bad `--set`), found before any
 //! work starts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,7 +16,8 @@ use tofa_runner::exec::{Outcome, RunOptions, Runner, State};
 use tofa_runner::kind::Registry;
 use tofa_runner::progress::Display;
 use tofa_runner::results::{TableDiff, Tables};
-use tofa_runner::spec::{Override, Pipeline, Plan};
+use tofa_runner::slurm::{JobRecord, SlurmOptions};
+use tofa_runner::spec::{Override, Pipeline, Plan, Resources};
 use tofa_select::device::DeviceBenchArgs;
 
 /// Runs the TOFA paper's pipeline: a DAG of cached stages declared in pipeline.toml.
@@ -107,6 +108,31 @@ struct RunArgs {
     /// Reports directory (default: the file's reports_dir/<profile>).
     #[arg(long)]
     reports: Option<PathBuf>,
+    /// Where stages run: in this process, or as Slurm jobs (`sbatch`) against the shared
+    /// cache, each running `tofa-pipeline exec-stage ID`.
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    executor: Executor,
+    /// Slurm: partition of stages whose profile names none (`resources`).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Slurm: time limit of stages whose profile names none (e.g. `01:00:00`).
+    #[arg(long)]
+    time: Option<String>,
+    /// Slurm: CPUs per stage (and its threads) where the profile names none [default: 1].
+    #[arg(long)]
+    cpus: Option<usize>,
+    /// Slurm: memory per stage where the profile names none (e.g. `4G`).
+    #[arg(long)]
+    mem: Option<String>,
+    /// Slurm: how often the queue is polled, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Executor {
+    Local,
+    Slurm,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +176,12 @@ struct CleanArgs {
 #[derive(Debug, Args)]
 struct ExecStageArgs {
     stage: String,
+    /// Threads of the stage (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Rebuild it even when cached.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Marks an error as a failed run (exit 1) rather than bad input (exit 2).
@@ -233,7 +265,7 @@ fn run(g: &Global, registry: &Registry, a: &RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("--force {f}"))?;
     }
     if a.dry_run {
-        return print_status(&runner, &sel, true);
+        return print_status(&runner, &sel, true, &BTreeMap::new());
     }
     let display = g.display();
     let opts = RunOptions {
@@ -244,13 +276,60 @@ fn run(g: &Global, registry: &Registry, a: &RunArgs) -> Result<ExitCode> {
         force: a.force.clone(),
         display: display.clone(),
     };
+    let slurm = match a.executor {
+        Executor::Local => {
+            if a.partition.is_some() || a.time.is_some() || a.cpus.is_some() || a.mem.is_some() {
+                bail!("--partition, --time, --cpus and --mem need --executor slurm");
+            }
+            None
+        }
+        Executor::Slurm => Some(slurm_options(g, &c, a)?),
+    };
     // From here on the work has started: whatever fails is a failed run.
-    let report = runner.run(&sel, &opts).context(RunFailed)?;
+    let report = match &slurm {
+        None => runner.run(&sel, &opts),
+        Some(so) => runner.run_slurm(&sel, &opts, so),
+    }
+    .context(RunFailed)?;
     publish_run(&c, a, &report, &display).context(RunFailed)?;
     if let Some(err) = report.failure() {
         return Err(anyhow::Error::new(err).context(RunFailed));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a Slurm job runs: this executable with the run's file, profile, cache and `--set`s,
+/// all absolute, so that the job finds them from any node that shares the paths.
+fn slurm_options(g: &Global, c: &Ctx, a: &RunArgs) -> Result<SlurmOptions> {
+    let abs =
+        |p: &Path| std::path::absolute(p).with_context(|| format!("resolving {}", p.display()));
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let file = abs(&g.file)?;
+    let mut command = vec![
+        exe.to_string_lossy().into_owned(),
+        "-f".into(),
+        file.to_string_lossy().into_owned(),
+        "-p".into(),
+        c.plan.profile.clone(),
+        "--cache-dir".into(),
+        abs(&c.cache.root)?.to_string_lossy().into_owned(),
+    ];
+    for o in &g.set {
+        command.extend(["--set".into(), o.spec.clone()]);
+    }
+    Ok(SlurmOptions {
+        command,
+        workdir: file
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+        defaults: Resources {
+            cpus: a.cpus,
+            mem: a.mem.clone(),
+            time: a.time.clone(),
+            partition: a.partition.clone(),
+        },
+        poll: std::time::Duration::from_millis(a.poll_ms.max(10)),
+    })
 }
 
 /// Writes result tables and reports of what completed (even when something failed), and the
@@ -327,8 +406,9 @@ fn status(g: &Global, registry: &Registry, a: &StatusArgs) -> Result<ExitCode> {
     let c = load(g)?;
     let runner = Runner::new(&c.plan, registry, c.cache.clone())?;
     let sel = c.plan.select(&a.selectors)?;
+    let jobs = slurm_jobs(&c);
     if !a.json {
-        return print_status(&runner, &sel, false);
+        return print_status(&runner, &sel, false, &jobs);
     }
     let rows: Vec<serde_json::Value> = runner
         .status(&sel)?
@@ -348,11 +428,26 @@ fn status(g: &Global, registry: &Registry, a: &StatusArgs) -> Result<ExitCode> {
             if let Some(r) = reason {
                 v["reason"] = r.into();
             }
+            if let Some(j) = jobs.get(&s.id) {
+                v["slurm"] = serde_json::json!({ "job": j.job, "state": j.state, "log": j.log });
+            }
             v
         })
         .collect();
     println!("{}", serde_json::to_string_pretty(&rows)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The jobs of the profile's last Slurm run, with the states of those still queued.
+fn slurm_jobs(c: &Ctx) -> BTreeMap<String, JobRecord> {
+    let mut jobs = tofa_runner::slurm::read_jobs(&c.cache.root, &c.plan.profile);
+    if jobs
+        .values()
+        .any(|j| !matches!(j.state.as_str(), "DONE" | "FAILED" | "CANCELLED"))
+    {
+        tofa_runner::slurm::refresh_states(&mut jobs);
+    }
+    jobs
 }
 
 fn list(g: &Global, a: &ListArgs) -> Result<ExitCode> {
@@ -520,6 +615,12 @@ fn exec_stage(g: &Global, registry: &Registry, a: &ExecStageArgs) -> Result<Exit
             &sel,
             &RunOptions {
                 display: g.display(),
+                threads: a.threads.unwrap_or_else(|| RunOptions::default().threads),
+                force: if a.force {
+                    vec![stage.clone()]
+                } else {
+                    Vec::new()
+                },
                 ..RunOptions::default()
             },
         )
@@ -530,18 +631,32 @@ fn exec_stage(g: &Global, registry: &Registry, a: &ExecStageArgs) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_status(runner: &Runner, sel: &[usize], dry_run: bool) -> Result<ExitCode> {
+fn print_status(
+    runner: &Runner,
+    sel: &[usize],
+    dry_run: bool,
+    jobs: &BTreeMap<String, JobRecord>,
+) -> Result<ExitCode> {
     for (i, st) in runner.status(sel)? {
         let id = &runner.plan.stages[i].id;
+        let job = match jobs.get(id) {
+            Some(j) if !matches!(st, State::Cached { .. }) => {
+                format!(" [Slurm job {} {}]", j.job, j.state)
+            }
+            _ => String::new(),
+        };
         match st {
             State::Cached { .. } if dry_run => println!("fresh  {id}"),
             State::Cached { .. } => println!("cached {id}"),
             State::Missing { reason } => println!(
-                "{}  {id}: {reason}",
+                "{}  {id}: {reason}{job}",
                 if dry_run { "run" } else { "missing" }
             ),
             State::Stale { reason } => {
-                println!("{}  {id}: {reason}", if dry_run { "run" } else { "stale" })
+                println!(
+                    "{}  {id}: {reason}{job}",
+                    if dry_run { "run" } else { "stale" }
+                )
             }
         }
     }

@@ -65,6 +65,10 @@ pub enum Error {
     #[error("--set {spec}: {message}")]
     Override { spec: String, message: String },
 
+    /// Submitting to or polling the Slurm cluster failed, or the run was interrupted.
+    #[error("slurm: {0}")]
+    Slurm(String),
+
     /// A git command failed.
     #[error("git {args}: {message}")]
     Git { args: String, message: String },

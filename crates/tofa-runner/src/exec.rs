@@ -116,6 +116,18 @@ pub enum State {
     Stale { reason: String },
 }
 
+/// A ready stage, resolved against the cache.
+#[derive(Debug)]
+pub(crate) enum Resolved {
+    Cached(Box<Entry>, String),
+    Build {
+        input: KeyInput,
+        key: String,
+        forced: bool,
+        reason: String,
+    },
+}
+
 /// Binds a plan to kinds and a cache.
 pub struct Runner<'a> {
     pub plan: &'a Plan,
@@ -171,7 +183,7 @@ fn git_commit(dir: &std::path::Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn diff_reason(old: &KeyInput, new: &KeyInput) -> String {
+pub(crate) fn diff_reason(old: &KeyInput, new: &KeyInput) -> String {
     if old.kind != new.kind || old.kind_version != new.kind_version {
         return format!(
             "kind changed: {} v{} -> {} v{}",
@@ -221,7 +233,7 @@ fn diff_reason(old: &KeyInput, new: &KeyInput) -> String {
 
 impl<'a> Runner<'a> {
     /// Records that stage `id` of this profile resolved to `key`.
-    fn point(&self, id: &str, key: &str, input: KeyInput) -> Result<()> {
+    pub(crate) fn point(&self, id: &str, key: &str, input: KeyInput) -> Result<()> {
         let p = Pointer {
             key: key.to_owned(),
             input,
@@ -272,7 +284,7 @@ impl<'a> Runner<'a> {
         &self.params[i]
     }
 
-    fn key_input(&self, i: usize, entries: &BTreeMap<usize, Entry>) -> Option<KeyInput> {
+    pub(crate) fn key_input(&self, i: usize, entries: &BTreeMap<usize, Entry>) -> Option<KeyInput> {
         let s = &self.plan.stages[i];
         let mut deps = BTreeMap::new();
         for &d in &s.deps {
@@ -291,7 +303,7 @@ impl<'a> Runner<'a> {
         })
     }
 
-    fn forced(&self, id: &str, force: &[String]) -> bool {
+    pub(crate) fn forced(&self, id: &str, force: &[String]) -> bool {
         force.iter().any(|f| {
             f == id
                 || glob::Pattern::new(f).is_ok_and(|p| {
@@ -303,6 +315,54 @@ impl<'a> Runner<'a> {
                         },
                     )
                 })
+        })
+    }
+
+    /// Resolves a ready stage's key and looks it up: a cache hit (pointer recorded), or what
+    /// to build and why. A corrupt entry is reported through `display` and rebuilt.
+    pub(crate) fn resolve(
+        &self,
+        i: usize,
+        entries: &BTreeMap<usize, Entry>,
+        force: &[String],
+        display: &Display,
+    ) -> Result<Resolved> {
+        let s = &self.plan.stages[i];
+        let input = self
+            .key_input(i, entries)
+            .expect("a ready stage's dependencies have entries");
+        let key = input.key();
+        let forced = self.forced(&s.id, force);
+        if forced {
+            return Ok(Resolved::Build {
+                input,
+                key,
+                forced,
+                reason: "forced".into(),
+            });
+        }
+        let reason = match self.cache.lookup(&key)? {
+            Lookup::Hit(e) => {
+                self.point(&s.id, &key, input)?;
+                return Ok(Resolved::Cached(e, key));
+            }
+            Lookup::Corrupt(why) => {
+                display.alert(&format!(
+                    "warn  {}: cache entry {key} is corrupt ({why}); rebuilding",
+                    s.id
+                ));
+                format!("corrupt entry rebuilt: {why}")
+            }
+            Lookup::Miss => match self.cache.read_pointer(&self.plan.profile, &s.id) {
+                Some(p) => diff_reason(&p.input, &input),
+                None => "never built".into(),
+            },
+        };
+        Ok(Resolved::Build {
+            input,
+            key,
+            forced,
+            reason,
         })
     }
 

@@ -12,6 +12,8 @@ pub mod exec;
 pub mod kind;
 pub mod progress;
 pub mod results;
+pub mod scheduler;
+pub mod slurm;
 pub mod spec;
 
 pub use error::{BoxError, Error, Result};

@@ -83,6 +83,36 @@ struct ProfileWire {
     kind: BTreeMap<String, toml::Table>,
     #[serde(default)]
     stage: BTreeMap<String, toml::Table>,
+    /// Cluster resources by stage kind or stage glob (not params: no part of any key).
+    #[serde(default)]
+    resources: BTreeMap<String, Resources>,
+}
+
+/// What a stage asks of a cluster scheduler (the Slurm executor); unset fields take the
+/// command line's defaults.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPUs per task (`--cpus-per-task`); also the stage's thread count.
+    pub cpus: Option<usize>,
+    /// Memory (`--mem`, e.g. `"4G"`).
+    pub mem: Option<String>,
+    /// Time limit (`--time`, e.g. `"01:00:00"`).
+    pub time: Option<String>,
+    /// Partition (`--partition`).
+    pub partition: Option<String>,
+}
+
+impl Resources {
+    /// `self`'s fields, with `over`'s where set.
+    pub fn overlay(&self, over: &Resources) -> Resources {
+        Resources {
+            cpus: over.cpus.or(self.cpus),
+            mem: over.mem.clone().or_else(|| self.mem.clone()),
+            time: over.time.clone().or_else(|| self.time.clone()),
+            partition: over.partition.clone().or_else(|| self.partition.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +139,8 @@ pub struct Profile {
     pub matrix: BTreeMap<String, Vec<Value>>,
     pub kind: BTreeMap<String, Value>,
     pub stage: BTreeMap<String, Value>,
+    /// Cluster resources by stage kind or glob.
+    pub resources: BTreeMap<String, Resources>,
     /// Where the profile is first declared.
     pub file: PathBuf,
     pub line: usize,
@@ -169,6 +201,8 @@ pub struct Stage {
     pub line: usize,
     /// The stage's seed, derived from the pipeline seed and its id.
     pub seed: u64,
+    /// What it asks of a cluster (profiles' `resources`, by kind, then by glob).
+    pub resources: Resources,
 }
 
 /// The DAG of a pipeline under one profile, in topological order.
@@ -368,6 +402,7 @@ impl Parts {
                     matrix: BTreeMap::new(),
                     kind: BTreeMap::new(),
                     stage: BTreeMap::new(),
+                    resources: BTreeMap::new(),
                     file: file.to_path_buf(),
                     line,
                 });
@@ -410,6 +445,12 @@ impl Parts {
                     return Err(twice(&format!("`kind.{k}`")));
                 }
                 prof.kind.insert(k, table_to_json(t));
+            }
+            for (k, r) in p.resources {
+                if prof.resources.contains_key(&k) {
+                    return Err(twice(&format!("`resources.\"{k}\"`")));
+                }
+                prof.resources.insert(k, r);
             }
             for (k, t) in p.stage {
                 if prof.stage.contains_key(&k) {
@@ -652,6 +693,21 @@ impl Pipeline {
                     .map_err(|m| spec_err(&t.file, t.line, format!("stage `{}`: {m}", t.id)))?;
                 let mut params = substitute(&t.params, &vars)
                     .map_err(|m| spec_err(&t.file, t.line, format!("stage `{id}`: {m}")))?;
+                let mut resources = Resources::default();
+                for p in &chain {
+                    if let Some(r) = p.resources.get(&t.kind) {
+                        resources = resources.overlay(r);
+                    }
+                    let mut globs: Vec<(&String, &Resources)> =
+                        p.resources.iter().filter(|(g, _)| **g != t.kind).collect();
+                    globs.sort_by_key(|(g, _)| (g.len(), (*g).clone()));
+                    for (g, r) in globs {
+                        let pat = pattern(g).map_err(|m| spec_err(&p.file, p.line, m))?;
+                        if pat.matches_with(&id, MATCH) {
+                            resources = resources.overlay(r);
+                        }
+                    }
+                }
                 for p in &chain {
                     if let Some(o) = p.kind.get(&t.kind) {
                         merge(&mut params, o);
@@ -687,6 +743,7 @@ impl Pipeline {
                     deps: Vec::new(),
                     file: t.file.clone(),
                     line: t.line,
+                    resources,
                 });
                 raw_deps.push(deps);
             }
@@ -1239,5 +1296,49 @@ params = { ms = 5 }
             .unwrap_err()
             .to_string();
         assert!(e.contains("include `e/*.toml` matches no file"), "{e}");
+    }
+
+    #[test]
+    fn resources_come_from_the_profile_by_kind_then_glob_and_stay_out_of_params() {
+        let p = parse(
+            r#"
+[profile.c.resources.echo]
+cpus = 4
+mem = "8G"
+[profile.c.resources."a/2"]
+cpus = 8
+time = "01:00:00"
+
+[[stage]]
+id = "a/{x}"
+kind = "echo"
+matrix = { x = ["1", "2"] }
+params = { text = "t" }
+"#,
+        )
+        .unwrap();
+        let plan = p.plan("c").unwrap();
+        let r = |id: &str| plan.stages[plan.index[id]].resources.clone();
+        assert_eq!(
+            r("a/1"),
+            Resources {
+                cpus: Some(4),
+                mem: Some("8G".into()),
+                time: None,
+                partition: None
+            }
+        );
+        assert_eq!(
+            (
+                r("a/2").cpus,
+                r("a/2").mem.as_deref(),
+                r("a/2").time.as_deref()
+            ),
+            (Some(8), Some("8G"), Some("01:00:00"))
+        );
+        assert_eq!(
+            plan.stages[plan.index["a/1"]].params,
+            serde_json::json!({ "text": "t" })
+        );
     }
 }

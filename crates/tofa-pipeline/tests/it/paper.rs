@@ -369,3 +369,108 @@ fn every_profile_resolves_and_pretrain_none_has_no_init() {
         }
     }
 }
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+/// Metrics that measure this machine's time or memory, not the computation.
+fn is_measured(metric: &str) -> bool {
+    metric.ends_with("_s")
+        || metric.ends_with("_ms")
+        || metric.contains("rss")
+        || metric.contains("peak_over")
+}
+
+/// Every row of every table, with the measured metrics left out.
+fn computed_rows(dir: &Path) -> Vec<(String, String, String)> {
+    let t = tables(dir);
+    let mut out = Vec::new();
+    for (name, rows) in t["tables"].as_object().unwrap() {
+        for r in rows.as_array().unwrap() {
+            let mut r = r.clone();
+            if let Some(m) = r.get_mut("metrics").and_then(|m| m.as_object_mut()) {
+                m.retain(|k, _| !is_measured(k));
+            }
+            let id = format!("{}", r.get("stage").unwrap_or(&serde_json::Value::Null));
+            out.push((name.clone(), id, r.to_string()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The `smoke` profile's `paper` target through a real Slurm cluster (one node on
+/// localhost: Debian's slurm-wlm and munge, started by `scripts/slurm-local.sh`) gives the
+/// same results as a local run, and `status` shows the jobs.
+#[test]
+fn smoke_paper_through_slurm_equals_a_local_run() {
+    if !(on_path("sbatch") && on_path("slurmctld") && on_path("munged")) {
+        eprintln!(
+            "note: skipping the Slurm test: slurm-wlm and munge are not installed \
+             (bash scripts/slurm-local.sh install)"
+        );
+        return;
+    }
+    let script = repo_root().join("scripts/slurm-local.sh");
+    let start = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .output()
+        .unwrap();
+    ok(&start);
+    let conf = String::from_utf8_lossy(&start.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("SLURM_CONF=").map(str::to_string))
+        .expect("slurm-local.sh prints SLURM_CONF");
+
+    let local = repo_pipeline(|s| s);
+    ok(&tofa(local.path(), &["-p", "smoke", "run", "paper"]));
+
+    let cluster = repo_pipeline(|s| s);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tofa-pipeline"))
+            .current_dir(cluster.path())
+            .env("SLURM_CONF", &conf)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "-p",
+        "smoke",
+        "run",
+        "paper",
+        "--executor",
+        "slurm",
+        "--poll-ms",
+        "200",
+    ]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(") as Slurm job "), "{err}");
+    assert_eq!(computed_rows(cluster.path()), computed_rows(local.path()));
+
+    let st = run(&["-p", "smoke", "status", "--json", "paper"]);
+    ok(&st);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert!(rows.iter().all(|r| r["state"] == "cached"), "{v}");
+    let tofa_row = rows
+        .iter()
+        .find(|r| r["id"] == "tofa/synth-pets/full/s0")
+        .unwrap();
+    assert_eq!(tofa_row["slurm"]["state"], "DONE", "{tofa_row}");
+    assert!(
+        tofa_row["slurm"]["job"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    // a second run submits nothing
+    let again = run(&["-p", "smoke", "run", "paper", "--executor", "slurm"]);
+    ok(&again);
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("as Slurm job"));
+}
