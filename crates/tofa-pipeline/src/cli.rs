@@ -505,15 +505,20 @@ fn list(g: &Global, a: &ListArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The plan index of stage `id`, or an error naming the profile.
+fn stage_index(c: &Ctx, id: &str) -> Result<usize> {
+    c.plan
+        .index
+        .get(id)
+        .copied()
+        .with_context(|| format!("no stage `{id}` in profile `{}`", c.plan.profile))
+}
+
 fn show(g: &Global, registry: &Registry, a: &ShowArgs) -> Result<ExitCode> {
     let stage = &a.stage;
     let c = load(g)?;
     let runner = Runner::new(&c.plan, registry, c.cache.clone())?;
-    let i = *c
-        .plan
-        .index
-        .get(stage)
-        .with_context(|| format!("no stage `{stage}` in profile `{}`", c.plan.profile))?;
+    let i = stage_index(&c, stage)?;
     let s = &c.plan.stages[i];
     println!(
         "stage: {}\nkind: {}\ndeclared: {}:{}\nseed: {}",
@@ -596,11 +601,7 @@ fn exec_stage(g: &Global, registry: &Registry, a: &ExecStageArgs) -> Result<Exit
     let stage = &a.stage;
     let c = load(g)?;
     let runner = Runner::new(&c.plan, registry, c.cache.clone())?;
-    let i = *c
-        .plan
-        .index
-        .get(stage)
-        .with_context(|| format!("no stage `{stage}`"))?;
+    let i = stage_index(&c, stage)?;
     let sel = c.plan.select(std::slice::from_ref(stage))?;
     for (j, st) in runner.status(&sel)? {
         if j != i && !matches!(st, State::Cached { .. }) {

@@ -1210,6 +1210,14 @@ params = { ms = 5 }
         d
     }
 
+    /// The error of loading the pipeline made of `files`.
+    fn load_err(files: &[(&str, &str)]) -> String {
+        let d = write_files(files);
+        Pipeline::load(&d.path().join("pipeline.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn included_files_join_the_pipeline() {
         let d = write_files(&[
@@ -1241,60 +1249,45 @@ params = { ms = 5 }
 
     #[test]
     fn included_files_name_themselves_in_errors() {
-        let bad_dep = write_files(&[
+        let e = load_err(&[
             ("pipeline.toml", "[pipeline]\ninclude = [\"e/*.toml\"]\n"),
             (
                 "e/x.toml",
                 "\n\n[[stage]]\nid = \"a\"\nkind = \"echo\"\ndeps = [\"nope\"]\n",
             ),
         ]);
-        let e = Pipeline::load(&bad_dep.path().join("pipeline.toml"))
-            .unwrap_err()
-            .to_string();
         assert!(e.contains("e/x.toml:3: stage `a` depends on `nope`"), "{e}");
-        let twice = write_files(&[
+        let e = load_err(&[
             (
                 "pipeline.toml",
                 "[pipeline]\ninclude = [\"e/*.toml\"]\n[targets]\nt = []\n",
             ),
             ("e/x.toml", "[targets]\nt = []\n"),
         ]);
-        let e = Pipeline::load(&twice.path().join("pipeline.toml"))
-            .unwrap_err()
-            .to_string();
         assert!(
             e.contains("e/x.toml:2: target `t` is also declared in"),
             "{e}"
         );
-        let override_twice = write_files(&[
+        let e = load_err(&[
             (
                 "pipeline.toml",
                 "[pipeline]\ninclude = [\"e/*.toml\"]\n[profile.p.kind.echo]\ntext = \"a\"\n",
             ),
             ("e/x.toml", "[profile.p.kind.echo]\ntext = \"b\"\n"),
         ]);
-        let e = Pipeline::load(&override_twice.path().join("pipeline.toml"))
-            .unwrap_err()
-            .to_string();
         assert!(
             e.contains("profile `p`: `kind.echo` is set here and in"),
             "{e}"
         );
-        let header = write_files(&[
+        let e = load_err(&[
             ("pipeline.toml", "[pipeline]\ninclude = [\"e/*.toml\"]\n"),
             ("e/x.toml", "[pipeline]\nseed = 1\n"),
         ]);
-        let e = Pipeline::load(&header.path().join("pipeline.toml"))
-            .unwrap_err()
-            .to_string();
         assert!(
             e.contains("e/x.toml") && e.contains("unknown field `pipeline`"),
             "{e}"
         );
-        let none = write_files(&[("pipeline.toml", "[pipeline]\ninclude = [\"e/*.toml\"]\n")]);
-        let e = Pipeline::load(&none.path().join("pipeline.toml"))
-            .unwrap_err()
-            .to_string();
+        let e = load_err(&[("pipeline.toml", "[pipeline]\ninclude = [\"e/*.toml\"]\n")]);
         assert!(e.contains("include `e/*.toml` matches no file"), "{e}");
     }
 
