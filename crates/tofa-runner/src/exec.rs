@@ -13,6 +13,7 @@ use crate::cache::{Cache, Entry, FORMAT, KeyInput, Lookup, Manifest, Pointer};
 use crate::error::{BoxError, Error, Result, chain};
 use crate::kind::{DepOutput, DynKind, Registry, StageContext};
 use crate::progress::Display;
+use crate::scheduler::{Decision, Scheduler};
 use crate::spec::Plan;
 
 /// Options of one run.
@@ -126,6 +127,23 @@ pub(crate) enum Resolved {
         forced: bool,
         reason: String,
     },
+}
+
+/// A stage to build: its key input and key, whether forced, and why it runs.
+#[derive(Debug)]
+struct Build {
+    input: KeyInput,
+    key: String,
+    forced: bool,
+    reason: String,
+}
+
+/// A finished build, sent back by the thread that ran it.
+struct Completion {
+    stage: usize,
+    slot: usize,
+    build: Build,
+    result: std::result::Result<(Entry, bool, f64), String>,
 }
 
 /// Binds a plan to kinds and a cache.
@@ -425,38 +443,20 @@ impl<'a> Runner<'a> {
             ));
         }
         let start = Instant::now();
-        let selected: BTreeSet<usize> = selection.iter().copied().collect();
         let jobs = opts.jobs.max(1);
         let threads_per = (opts.threads / jobs).max(1);
-        let mut waiting: BTreeMap<usize, usize> = selection
-            .iter()
-            .map(|&i| {
-                let n = self.plan.stages[i]
-                    .deps
-                    .iter()
-                    .filter(|d| selected.contains(d))
-                    .count();
-                (i, n)
-            })
-            .collect();
-        let mut users: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for &i in selection {
-            for &d in &self.plan.stages[i].deps {
-                users.entry(d).or_default().push(i);
-            }
-        }
-        let mut ready: BTreeSet<usize> = waiting
-            .iter()
-            .filter(|(_, n)| **n == 0)
-            .map(|(i, _)| *i)
-            .collect();
-        let mut entries: BTreeMap<usize, Entry> = BTreeMap::new();
-        let mut records: BTreeMap<usize, StageRecord> = BTreeMap::new();
-        let mut failed: BTreeMap<usize, String> = BTreeMap::new();
-        // Ready stages that must run, resolved (key, reason) but waiting for a free job slot.
-        let mut pending: BTreeMap<usize, (KeyInput, String, bool, String)> = BTreeMap::new();
-        let overall = opts.display.overall(selection.len() as u64);
         let display = &opts.display;
+        let overall = display.overall(selection.len() as u64);
+        let tick = || {
+            if let Some(b) = &overall {
+                b.inc(1);
+            }
+        };
+        let mut sched = Scheduler::new(self.plan, selection);
+        let mut entries: BTreeMap<usize, Entry> = BTreeMap::new();
+        // Ready stages that must be built, resolved once, waiting for a free job slot (looking
+        // them up again after every completion made a wide DAG quadratic in cache look-ups).
+        let mut pending: BTreeMap<usize, Build> = BTreeMap::new();
 
         // One pool per job slot, reused by the stages that take the slot.
         let mut pools = Vec::with_capacity(jobs);
@@ -467,175 +467,104 @@ impl<'a> Runner<'a> {
                 .map_err(|e| Error::StagesFailed(format!("cannot start a thread pool: {e}")))?;
             pools.push(Arc::new(pool));
         }
-        let mut free_pools: Vec<usize> = (0..jobs).rev().collect();
+        let mut free_slots: Vec<usize> = (0..jobs).rev().collect();
         std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = mpsc::channel::<(
-                usize,
-                usize,
-                KeyInput,
-                String,
-                std::result::Result<(Entry, bool, f64), String>,
-            )>();
+            let (tx, rx) = mpsc::channel::<Completion>();
             loop {
-                let mut progressed = true;
-                while progressed {
-                    progressed = false;
-                    let candidates: Vec<usize> = ready.iter().copied().collect();
-                    for i in candidates {
-                        let s = &self.plan.stages[i];
-                        if let Some(bad) = s.deps.iter().find(|d| failed.contains_key(*d)) {
-                            let because =
-                                format!("dependency `{}` failed", self.plan.stages[*bad].id);
-                            display.alert(&format!("skip  {} ({because})", s.id));
-                            failed.insert(i, because.clone());
-                            records.insert(
-                                i,
-                                StageRecord {
-                                    id: s.id.clone(),
-                                    key: None,
-                                    outcome: Outcome::Skipped { because },
-                                },
-                            );
-                            ready.remove(&i);
-                            release(i, &users, &mut waiting, &mut ready);
-                            progressed = true;
-                            if let Some(b) = &overall {
-                                b.inc(1);
+                // A cached stage releases its users at once: take decisions until none come.
+                let mut decisions = sched.decisions();
+                while !decisions.is_empty() {
+                    for d in decisions {
+                        match d {
+                            Decision::Skip { stage, because } => {
+                                display.alert(&format!(
+                                    "skip  {} ({because})",
+                                    self.plan.stages[stage].id
+                                ));
+                                tick();
                             }
-                            continue;
-                        }
-                        // A stage that must run but found no free slot was resolved already:
-                        // look it up once, not again after every completion (that made a wide
-                        // DAG quadratic in cache look-ups).
-                        let (input, key, forced, reason) = match pending.remove(&i) {
-                            Some(p) => p,
-                            None => {
-                                let Some(input) = self.key_input(i, &entries) else {
-                                    continue;
-                                };
-                                let key = input.key();
-                                let forced = self.forced(&s.id, &opts.force);
-                                let reason;
-                                if !forced {
-                                    match self.cache.lookup(&key)? {
-                                        Lookup::Hit(e) => {
-                                            self.point(&s.id, &key, input)?;
-                                            entries.insert(i, *e);
-                                            records.insert(
-                                                i,
-                                                StageRecord {
-                                                    id: s.id.clone(),
-                                                    key: Some(key),
-                                                    outcome: Outcome::Cached,
-                                                },
-                                            );
-                                            ready.remove(&i);
-                                            release(i, &users, &mut waiting, &mut ready);
-                                            progressed = true;
-                                            if let Some(b) = &overall {
-                                                b.inc(1);
-                                            }
-                                            continue;
-                                        }
-                                        Lookup::Corrupt(why) => {
-                                            display.alert(&format!("warn  {}: cache entry {key} is corrupt ({why}); rebuilding", s.id));
-                                            reason = format!("corrupt entry rebuilt: {why}");
-                                        }
-                                        Lookup::Miss => {
-                                            reason = match self
-                                                .cache
-                                                .read_pointer(&self.plan.profile, &s.id)
-                                            {
-                                                Some(p) => diff_reason(&p.input, &input),
-                                                None => "never built".into(),
-                                            };
-                                        }
+                            Decision::Start(i) => {
+                                match self.resolve(i, &entries, &opts.force, display)? {
+                                    Resolved::Cached(e, key) => {
+                                        entries.insert(i, *e);
+                                        sched.complete(i, Some(key), Outcome::Cached);
+                                        tick();
                                     }
-                                } else {
-                                    reason = "forced".into();
+                                    Resolved::Build {
+                                        input,
+                                        key,
+                                        forced,
+                                        reason,
+                                    } => {
+                                        pending.insert(
+                                            i,
+                                            Build {
+                                                input,
+                                                key,
+                                                forced,
+                                                reason,
+                                            },
+                                        );
+                                    }
                                 }
-                                (input, key, forced, reason)
                             }
-                        };
-                        let Some(slot) = free_pools.pop() else {
-                            pending.insert(i, (input, key, forced, reason));
-                            continue;
-                        };
-                        ready.remove(&i);
-                        progressed = true;
-                        display.line(&format!("run   {} ({reason})", s.id));
-                        display.detail(&format!("      {} key {key}", s.id));
-                        let deps: BTreeMap<String, DepOutput> = s
-                            .deps
-                            .iter()
-                            .filter_map(|d| {
-                                let e = entries.get(d)?;
-                                let ds = &self.plan.stages[*d];
-                                Some((
-                                    ds.id.clone(),
-                                    DepOutput {
-                                        id: ds.id.clone(),
-                                        kind: ds.kind.clone(),
-                                        dir: e.out_dir(),
-                                        rows: e.rows.clone(),
-                                    },
-                                ))
-                            })
-                            .collect();
-                        let tx = tx.clone();
-                        let pool = Arc::clone(&pools[slot]);
-                        scope.spawn(move || {
-                            let r = self.build(i, &key, &input, deps, forced, &pool, display);
-                            let _ = tx.send((i, slot, input, reason, r));
-                        });
+                        }
                     }
+                    decisions = sched.decisions();
                 }
-                if free_pools.len() == jobs {
-                    // nothing running
+                while !free_slots.is_empty() {
+                    let Some((i, b)) = pending.pop_first() else {
+                        break;
+                    };
+                    let slot = free_slots.pop().expect("a free slot");
+                    let s = &self.plan.stages[i];
+                    display.line(&format!("run   {} ({})", s.id, b.reason));
+                    display.detail(&format!("      {} key {}", s.id, b.key));
+                    let deps = self.dep_outputs(i, &entries);
+                    let tx = tx.clone();
+                    let pool = Arc::clone(&pools[slot]);
+                    scope.spawn(move || {
+                        let result =
+                            self.build(i, &b.key, &b.input, deps, b.forced, &pool, display);
+                        let _ = tx.send(Completion {
+                            stage: i,
+                            slot,
+                            build: b,
+                            result,
+                        });
+                    });
+                }
+                if free_slots.len() == jobs {
+                    // nothing running, nothing ready
                     break;
                 }
-                let Ok((i, slot, input, reason, r)) = rx.recv() else {
+                let Ok(c) = rx.recv() else {
                     break;
                 };
-                free_pools.push(slot);
-                if let Some(b) = &overall {
-                    b.inc(1);
-                }
-                let s = &self.plan.stages[i];
-                match r {
+                free_slots.push(c.slot);
+                tick();
+                let (i, s) = (c.stage, &self.plan.stages[c.stage]);
+                match c.result {
                     Ok((entry, built, wall_s)) => {
                         let key = entry.manifest.key.clone();
-                        self.point(&s.id, &key, input)?;
+                        self.point(&s.id, &key, c.build.input)?;
                         let outcome = if built {
                             display.line(&format!("done  {} in {wall_s:.2}s", s.id));
-                            Outcome::Ran { wall_s, reason }
+                            Outcome::Ran {
+                                wall_s,
+                                reason: c.build.reason,
+                            }
                         } else {
                             Outcome::Cached
                         };
-                        records.insert(
-                            i,
-                            StageRecord {
-                                id: s.id.clone(),
-                                key: Some(key),
-                                outcome,
-                            },
-                        );
                         entries.insert(i, entry);
+                        sched.complete(i, Some(key), outcome);
                     }
                     Err(error) => {
                         display.alert(&format!("FAIL  {}: {error}", s.id));
-                        failed.insert(i, error.clone());
-                        records.insert(
-                            i,
-                            StageRecord {
-                                id: s.id.clone(),
-                                key: Some(input.key()),
-                                outcome: Outcome::Failed { error },
-                            },
-                        );
+                        sched.complete(i, Some(c.build.key), Outcome::Failed { error });
                     }
                 }
-                release(i, &users, &mut waiting, &mut ready);
             }
             Ok(())
         })?;
@@ -643,10 +572,35 @@ impl<'a> Runner<'a> {
             b.finish_and_clear();
         }
         Ok(RunReport {
-            records: selection.iter().filter_map(|i| records.remove(i)).collect(),
+            records: sched.into_records(),
             entries,
             wall_s: start.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The outputs of stage `i`'s dependencies, by id, for its [`StageContext`].
+    fn dep_outputs(
+        &self,
+        i: usize,
+        entries: &BTreeMap<usize, Entry>,
+    ) -> BTreeMap<String, DepOutput> {
+        self.plan.stages[i]
+            .deps
+            .iter()
+            .filter_map(|d| {
+                let e = entries.get(d)?;
+                let ds = &self.plan.stages[*d];
+                Some((
+                    ds.id.clone(),
+                    DepOutput {
+                        id: ds.id.clone(),
+                        kind: ds.kind.clone(),
+                        dir: e.out_dir(),
+                        rows: e.rows.clone(),
+                    },
+                ))
+            })
+            .collect()
     }
 
     #[allow(clippy::too_many_arguments)] // reason: one call site, all distinct inputs
@@ -740,22 +694,6 @@ impl<'a> Runner<'a> {
         // The entry is in place: resume state is no longer needed.
         let _ = std::fs::remove_dir_all(&scratch_dir);
         Ok((entry, true, wall_s))
-    }
-}
-
-fn release(
-    i: usize,
-    users: &BTreeMap<usize, Vec<usize>>,
-    waiting: &mut BTreeMap<usize, usize>,
-    ready: &mut BTreeSet<usize>,
-) {
-    for &u in users.get(&i).map(Vec::as_slice).unwrap_or(&[]) {
-        if let Some(n) = waiting.get_mut(&u) {
-            *n -= 1;
-            if *n == 0 {
-                ready.insert(u);
-            }
-        }
     }
 }
 

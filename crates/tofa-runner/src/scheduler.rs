@@ -1,8 +1,8 @@
 //! The DAG bookkeeping of a run, apart from how stages are executed: which stages are
 //! ready, which wait on how many dependencies, which failed, and what happened to each.
 //!
-//! The Slurm executor drives it; the in-process loop of [`crate::exec::Runner::run`] keeps
-//! its own copy of the same rules for now (issue 16 moves it onto this type).
+//! Both executors drive it: the in-process loop of [`crate::exec::Runner::run`] and the
+//! Slurm executor ([`crate::slurm`]); they differ only in how a started stage is built.
 
 use std::collections::{BTreeMap, BTreeSet};
 

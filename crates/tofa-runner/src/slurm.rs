@@ -153,6 +153,8 @@ impl Runner<'_> {
         opts: &RunOptions,
         slurm: &SlurmOptions,
     ) -> Result<RunReport> {
+        // shared, as an in-process run holds it: `clean` waits for us
+        let _cache_lock = self.cache.lock_cache(false)?;
         let start = Instant::now();
         let display = &opts.display;
         let logs = self.cache.root.join("slurm");
