@@ -439,10 +439,10 @@ impl Cache {
             sync_file(&p)?;
             dirs.extend(p.parent().map(Path::to_path_buf));
         }
+        dirs.insert(b.out_dir.clone());
         for d in dirs.iter().rev() {
             sync_dir(d)?;
         }
-        sync_dir(&b.out_dir)?;
         write_synced(&b.dir.join("rows.json"), &rows_json)?;
         let mpath = b.dir.join("manifest.json");
         let mbytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Json {
