@@ -157,6 +157,12 @@ pub struct Cache {
 /// than ASCII letters, digits, `-` and `_` become `_`, so the id never holds the `.` that
 /// separates the parts of a temp name.
 pub fn host_id() -> String {
+    // read once per process: every pointer and table write names it
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(read_host_id).clone()
+}
+
+fn read_host_id() -> String {
     let raw = std::env::var("TOFA_HOST_ID")
         .ok()
         .filter(|s| !s.is_empty())

@@ -121,21 +121,16 @@ pub enum State {
 #[derive(Debug)]
 pub(crate) enum Resolved {
     Cached(Box<Entry>, String),
-    Build {
-        input: KeyInput,
-        key: String,
-        forced: bool,
-        reason: String,
-    },
+    Build(Build),
 }
 
 /// A stage to build: its key input and key, whether forced, and why it runs.
 #[derive(Debug)]
-struct Build {
-    input: KeyInput,
-    key: String,
-    forced: bool,
-    reason: String,
+pub(crate) struct Build {
+    pub(crate) input: KeyInput,
+    pub(crate) key: String,
+    pub(crate) forced: bool,
+    pub(crate) reason: String,
 }
 
 /// A finished build, sent back by the thread that ran it.
@@ -153,7 +148,6 @@ pub struct Runner<'a> {
     kinds: Vec<Arc<dyn DynKind>>,
     params: Vec<Value>,
     git_commit: Option<String>,
-    host: String,
 }
 
 impl std::fmt::Debug for Runner<'_> {
@@ -292,7 +286,6 @@ impl<'a> Runner<'a> {
             kinds,
             params,
             git_commit: git_commit(dir),
-            host: cache.host().to_string(),
             cache,
         })
     }
@@ -352,12 +345,12 @@ impl<'a> Runner<'a> {
         let key = input.key();
         let forced = self.forced(&s.id, force);
         if forced {
-            return Ok(Resolved::Build {
+            return Ok(Resolved::Build(Build {
                 input,
                 key,
                 forced,
                 reason: "forced".into(),
-            });
+            }));
         }
         let reason = match self.cache.lookup(&key)? {
             Lookup::Hit(e) => {
@@ -376,12 +369,50 @@ impl<'a> Runner<'a> {
                 None => "never built".into(),
             },
         };
-        Ok(Resolved::Build {
+        Ok(Resolved::Build(Build {
             input,
             key,
             forced,
             reason,
-        })
+        }))
+    }
+
+    /// Takes the scheduler's decisions until none come (a cache hit releases its users at
+    /// once): skips are reported, cache hits completed, each stage to build is handed to
+    /// `build`. `tick` is called for every stage settled here. Both executors share it.
+    pub(crate) fn drain_decisions(
+        &self,
+        sched: &mut Scheduler<'_>,
+        entries: &mut BTreeMap<usize, Entry>,
+        opts: &RunOptions,
+        tick: &dyn Fn(),
+        mut build: impl FnMut(usize, Build) -> Result<()>,
+    ) -> Result<()> {
+        loop {
+            let decisions = sched.decisions();
+            if decisions.is_empty() {
+                return Ok(());
+            }
+            for d in decisions {
+                match d {
+                    Decision::Skip { stage, because } => {
+                        opts.display
+                            .alert(&format!("skip  {} ({because})", self.plan.stages[stage].id));
+                        tick();
+                    }
+                    Decision::Start(i) => {
+                        match self.resolve(i, entries, &opts.force, &opts.display)? {
+                            Resolved::Cached(e, key) => {
+                                entries.insert(i, *e);
+                                sched.complete(i, Some(key), Outcome::Cached);
+                                tick();
+                            }
+                            Resolved::Build(b) => build(i, b)?,
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Reports each selected stage's state without running or changing anything.
@@ -471,47 +502,10 @@ impl<'a> Runner<'a> {
         std::thread::scope(|scope| -> Result<()> {
             let (tx, rx) = mpsc::channel::<Completion>();
             loop {
-                // A cached stage releases its users at once: take decisions until none come.
-                let mut decisions = sched.decisions();
-                while !decisions.is_empty() {
-                    for d in decisions {
-                        match d {
-                            Decision::Skip { stage, because } => {
-                                display.alert(&format!(
-                                    "skip  {} ({because})",
-                                    self.plan.stages[stage].id
-                                ));
-                                tick();
-                            }
-                            Decision::Start(i) => {
-                                match self.resolve(i, &entries, &opts.force, display)? {
-                                    Resolved::Cached(e, key) => {
-                                        entries.insert(i, *e);
-                                        sched.complete(i, Some(key), Outcome::Cached);
-                                        tick();
-                                    }
-                                    Resolved::Build {
-                                        input,
-                                        key,
-                                        forced,
-                                        reason,
-                                    } => {
-                                        pending.insert(
-                                            i,
-                                            Build {
-                                                input,
-                                                key,
-                                                forced,
-                                                reason,
-                                            },
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    decisions = sched.decisions();
-                }
+                self.drain_decisions(&mut sched, &mut entries, opts, &tick, |i, b| {
+                    pending.insert(i, b);
+                    Ok(())
+                })?;
                 while !free_slots.is_empty() {
                     let Some((i, b)) = pending.pop_first() else {
                         break;
@@ -682,7 +676,7 @@ impl<'a> Runner<'a> {
             started: rfc3339(started),
             ended: rfc3339(SystemTime::now()),
             wall_s,
-            host: self.host.clone(),
+            host: self.cache.host().to_string(),
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: self.git_commit.clone(),
         };

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::Lookup;
 use crate::error::{Error, Result};
-use crate::exec::{Outcome, Resolved, RunOptions, RunReport, Runner};
-use crate::scheduler::{Decision, Scheduler};
+use crate::exec::{Build, Outcome, RunOptions, RunReport, Runner};
+use crate::scheduler::Scheduler;
 use crate::spec::Resources;
 
 /// How stages are submitted.
@@ -48,12 +48,10 @@ pub struct JobRecord {
     pub log: PathBuf,
 }
 
-/// A job in the queue.
+/// A job in the queue, and the build it stands for.
 struct Active {
     job: String,
-    key: String,
-    input: crate::cache::KeyInput,
-    reason: String,
+    build: Build,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -169,6 +167,12 @@ impl Runner<'_> {
                 on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
             )
         };
+        let overall = display.overall(selection.len() as u64);
+        let tick = || {
+            if let Some(b) = &overall {
+                b.inc(1);
+            }
+        };
         let mut sched = Scheduler::new(self.plan, selection);
         let mut entries = BTreeMap::new();
         let mut jobs: BTreeMap<String, JobRecord> = BTreeMap::new();
@@ -176,61 +180,25 @@ impl Runner<'_> {
         let mut active: BTreeMap<usize, Active> = BTreeMap::new();
         let result = (|| -> Result<()> {
             loop {
-                // A cached stage releases its users at once: take decisions until none come.
-                let mut decisions = sched.decisions();
-                while !decisions.is_empty() {
-                    for d in decisions {
-                        let i = match d {
-                            Decision::Skip { stage, because } => {
-                                display.alert(&format!(
-                                    "skip  {} ({because})",
-                                    self.plan.stages[stage].id
-                                ));
-                                continue;
-                            }
-                            Decision::Start(i) => i,
-                        };
-                        let s = &self.plan.stages[i];
-                        match self.resolve(i, &entries, &opts.force, display)? {
-                            Resolved::Cached(e, key) => {
-                                entries.insert(i, *e);
-                                sched.complete(i, Some(key), Outcome::Cached);
-                            }
-                            Resolved::Build {
-                                input,
-                                key,
-                                forced,
-                                reason,
-                            } => {
-                                let res = slurm.defaults.overlay(&s.resources);
-                                let log = logs.join(format!("{key}.log"));
-                                let job = self.submit(i, forced, &res, &log, slurm)?;
-                                display
-                                    .line(&format!("run   {} ({reason}) as Slurm job {job}", s.id));
-                                display.detail(&format!("      {} key {key}", s.id));
-                                jobs.insert(
-                                    s.id.clone(),
-                                    JobRecord {
-                                        job: job.clone(),
-                                        key: key.clone(),
-                                        state: "PENDING".into(),
-                                        log,
-                                    },
-                                );
-                                active.insert(
-                                    i,
-                                    Active {
-                                        job,
-                                        key,
-                                        input,
-                                        reason,
-                                    },
-                                );
-                            }
-                        }
-                    }
-                    decisions = sched.decisions();
-                }
+                self.drain_decisions(&mut sched, &mut entries, opts, &tick, |i, b| {
+                    let s = &self.plan.stages[i];
+                    let res = slurm.defaults.overlay(&s.resources);
+                    let log = logs.join(format!("{}.log", b.key));
+                    let job = self.submit(i, b.forced, &res, &log, slurm)?;
+                    display.line(&format!("run   {} ({}) as Slurm job {job}", s.id, b.reason));
+                    display.detail(&format!("      {} key {}", s.id, b.key));
+                    jobs.insert(
+                        s.id.clone(),
+                        JobRecord {
+                            job: job.clone(),
+                            key: b.key.clone(),
+                            state: "PENDING".into(),
+                            log,
+                        },
+                    );
+                    active.insert(i, Active { job, build: b });
+                    Ok(())
+                })?;
                 self.write_jobs(&jobs)?;
                 if active.is_empty() {
                     break;
@@ -265,12 +233,11 @@ impl Runner<'_> {
                     }
                 }
                 for i in left {
-                    let Active {
-                        job,
-                        key,
-                        input,
-                        reason,
-                    } = active.remove(&i).expect("active");
+                    let Active { job, build } = active.remove(&i).expect("active");
+                    tick();
+                    let Build {
+                        key, input, reason, ..
+                    } = build;
                     let id = &self.plan.stages[i].id;
                     let rec = jobs.get_mut(id).expect("recorded");
                     match self.cache.lookup(&key)? {
@@ -300,6 +267,9 @@ impl Runner<'_> {
         // SAFETY: restores the handler found on entry.
         unsafe {
             libc::signal(libc::SIGINT, previous);
+        }
+        if let Some(b) = overall {
+            b.finish_and_clear();
         }
         result?;
         debug_assert!(sched.finished());
