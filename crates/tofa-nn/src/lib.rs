@@ -80,6 +80,7 @@ pub mod export;
 pub mod nhwc;
 pub mod omega;
 pub mod optim;
+pub mod portable;
 pub mod pretrained;
 pub mod runtime;
 pub mod space;
@@ -93,7 +94,7 @@ pub use omega::{Omega, OmegaEntry};
 pub use optim::{Sgd, SgdConfig};
 pub use pretrained::{LoadReport, Naming, load_pretrained, read_pth, read_safetensors};
 pub use space::{Activation, Padding, SearchSpace};
-pub use supernet::{BnStats, Mode, Param, Supernet, TrainOpts};
+pub use supernet::{Backend, BnStats, Mode, Param, Supernet, TrainOpts};
 
 /// Helpers shared by the unit tests of the ops.
 #[cfg(test)]

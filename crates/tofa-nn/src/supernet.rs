@@ -6,10 +6,13 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
-use crate::config::SubnetConfig;
+use crate::act::Fn1;
+use crate::config::{StageConfig, SubnetConfig};
 use crate::error::{NnError, Result};
 use crate::nhwc::{self, BatchStats, FusedSpec, Layout4, Norm};
+use crate::portable::{self, PortableNorm};
 use crate::space::{Activation, Padding, SearchSpace, max_of, se_channels};
 
 const BN_MOMENTUM: f64 = 0.1;
@@ -64,9 +67,10 @@ enum Run<'a, 'b> {
     Calibrate(&'b mut BTreeMap<String, (Tensor, Tensor)>),
 }
 
-/// Per-forward context: the mode plus multiply-add and parameter counters.
+/// Per-forward context: the mode, the backend, and multiply-add and parameter counters.
 struct Ctx<'a, 'b> {
     run: Run<'a, 'b>,
+    backend: Backend,
     eps: f64,
     padding: Padding,
     macs: u64,
@@ -81,38 +85,251 @@ struct Bn {
     var: Var,
 }
 
-struct Conv {
+/// What a convolution layer convolves: it picks the fused op and the MAC count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ConvKind {
+    /// A full `k x k` convolution of the NCHW input image.
+    Stem,
+    /// A 1x1 convolution of the activations.
+    Pointwise,
+    /// A depthwise `k x k` convolution of the activations.
+    Depthwise,
+}
+
+/// A convolution followed by batch norm (and an activation, given at run time): the unit
+/// every layer of the supernet but SE and the classifier is made of.
+struct ConvBn {
     w: Var,
+    bn: Bn,
 }
 
+impl ConvBn {
+    /// Weight `{p}.conv.weight` `[out, in, k, k]` and BN `{p}.bn`.
+    fn new(b: &mut Builder, p: &str, out: usize, inp: usize, k: usize, dw: bool) -> Result<Self> {
+        Ok(ConvBn {
+            w: b.conv(&format!("{p}.conv"), out, inp, k, dw)?,
+            bn: b.bn(&format!("{p}.bn"), out)?,
+        })
+    }
+
+    /// The stem or a 1x1 convolution with the leading `out x in` block of the weight, at
+    /// `stride`, then BN on the `out` leading channels and `a` (`None`: linear).
+    fn forward(
+        &self,
+        ctx: &mut Ctx,
+        x: &Tensor,
+        kind: ConvKind,
+        out: usize,
+        stride: usize,
+        a: Option<Activation>,
+    ) -> Result<Tensor> {
+        let inp = match kind {
+            ConvKind::Stem => x.dim(1)?,
+            _ => ctx.dims(x)?.3,
+        };
+        let w = self.w.narrow(0, 0, out)?.narrow(1, 0, inp)?;
+        ctx.conv_bn_act(kind, x, &w, &self.bn, stride, a)
+    }
+}
+
+/// Squeeze-excitation: reduce 1x1 + ReLU, expand 1x1 + hard sigmoid, channel scaling.
 struct Se {
-    reduce_w: Var,
-    reduce_b: Var,
-    expand_w: Var,
-    expand_b: Var,
+    reduce: (Var, Var),
+    expand: (Var, Var),
 }
 
-struct Block {
-    expand: Option<(Conv, Bn)>,
-    dw: (Conv, Bn),
+impl Se {
+    fn new(b: &mut Builder, p: &str, mid: usize) -> Result<Self> {
+        let r = se_channels(mid);
+        Ok(Se {
+            reduce: b.linear(&format!("{p}.se.reduce"), r, mid, (2.0 / r as f64).sqrt())?,
+            expand: b.linear(&format!("{p}.se.expand"), mid, r, (2.0 / mid as f64).sqrt())?,
+        })
+    }
+
+    /// SE of activations with `mid` active channels.
+    fn forward(&self, ctx: &mut Ctx, h: &Tensor, mid: usize) -> Result<Tensor> {
+        let s = ctx.spatial_mean(h)?;
+        let s = ctx.linear(&s, &self.reduce, se_channels(mid))?.relu()?;
+        let s = ctx.linear(&s, &self.expand, mid)?;
+        let s = ctx.act(&s, Fn1::Hsigmoid)?;
+        ctx.channel_scale(h, &s)
+    }
+}
+
+/// One MBConv block (MobileNetV3 / EfficientNet inverted residual) at maxnet size.
+struct MbBlock {
+    expand: Option<ConvBn>,
+    dw: ConvBn,
     /// `(k, matrix)` for each kernel choice below the largest, descending (kernel transform).
     transforms: Vec<(usize, Var)>,
     se: Option<Se>,
-    project: (Conv, Bn),
+    project: ConvBn,
 }
 
+impl MbBlock {
+    /// Block `j` of stage `i`: weights under `stages.{i}.blocks.{j}`.
+    fn new(b: &mut Builder, s: &SearchSpace, i: usize, j: usize) -> Result<Self> {
+        let st = &s.stages[i];
+        let out = max_of(&st.widths);
+        let kmax = max_of(&st.kernels);
+        let emax = max_of(&st.expands);
+        let inp = if j == 0 { s.max_in_channels(i) } else { out };
+        let mid = inp * emax;
+        let p = format!("stages.{i}.blocks.{j}");
+        let expand = match emax > 1 {
+            true => Some(ConvBn::new(b, &format!("{p}.expand"), mid, inp, 1, false)?),
+            false => None,
+        };
+        let dw = ConvBn::new(b, &format!("{p}.dw"), mid, 1, kmax, true)?;
+        let se = match st.se {
+            true => Some(Se::new(b, &p, mid)?),
+            false => None,
+        };
+        let project = ConvBn::new(b, &format!("{p}.project"), out, mid, 1, false)?;
+        let mut transforms = Vec::new();
+        if s.kernel_transform {
+            let mut from = kmax;
+            for &k in st.kernels.iter().rev().skip(1) {
+                let eye = Tensor::eye(k * k, DType::F32, &Device::Cpu)?;
+                let name = format!("{p}.dw.transform_{from}to{k}");
+                transforms.push((k, b.param(name, eye, false)?));
+                from = k;
+            }
+        }
+        Ok(MbBlock {
+            expand,
+            dw,
+            transforms,
+            se,
+            project,
+        })
+    }
+
+    /// The block with the stage choices `sc` at `stride`, activation `a`: expansion (absent
+    /// when the chosen expansion is 1), depthwise, SE, projection, residual (with
+    /// drop-connect) when stride is 1 and widths match.
+    fn forward(
+        &self,
+        ctx: &mut Ctx,
+        x: &Tensor,
+        sc: &StageConfig,
+        stride: usize,
+        a: Activation,
+    ) -> Result<Tensor> {
+        let inp = ctx.dims(x)?.3;
+        let mut h = x.clone();
+        let mut mid = inp;
+        if sc.expand > 1 {
+            let expand = self
+                .expand
+                .as_ref()
+                .ok_or_else(|| NnError::Input("expansion conv missing".into()))?;
+            mid = inp * sc.expand;
+            h = expand.forward(ctx, &h, ConvKind::Pointwise, mid, 1, Some(a))?;
+        }
+        let w = self.dw_kernel(mid, sc.kernel)?;
+        h = ctx.conv_bn_act(ConvKind::Depthwise, &h, &w, &self.dw.bn, stride, Some(a))?;
+        if let Some(se) = &self.se {
+            h = se.forward(ctx, &h, mid)?;
+        }
+        h = self
+            .project
+            .forward(ctx, &h, ConvKind::Pointwise, sc.width, 1, None)?;
+        if stride == 1 && inp == sc.width {
+            if let Run::Train(o) = &mut ctx.run
+                && o.drop_connect > 0.0
+            {
+                h = drop_connect(&h, o.drop_connect, o.rng)?;
+            }
+            h = (h + x)?;
+        }
+        Ok(h)
+    }
+
+    /// The depthwise kernel of `mid` channels and size `k`: the centre of the largest kernel,
+    /// or with kernel transforms, centre-crop then transform step by step down to `k` (OFA).
+    fn dw_kernel(&self, mid: usize, k: usize) -> Result<Tensor> {
+        let mut w = self.dw.w.narrow(0, 0, mid)?;
+        let mut cur = w.dim(2)?;
+        for (ks, t) in self.transforms.iter().filter(|(ks, _)| *ks >= k) {
+            let off = (cur - ks) / 2;
+            w = w.narrow(2, off, *ks)?.narrow(3, off, *ks)?;
+            w = w
+                .reshape((mid, ks * ks))?
+                .matmul(&t.t()?)?
+                .reshape((mid, 1, *ks, *ks))?;
+            cur = *ks;
+        }
+        let off = (cur - k) / 2;
+        Ok(w.narrow(2, off, k)?.narrow(3, off, k)?)
+    }
+}
+
+/// The head: 1x1 conv + BN + act, global average pooling, the optional mixing layer
+/// (MobileNetV3's 1x1 after pooling), dropout, the classifier.
 struct Head {
-    conv: Conv,
-    bn: Bn,
+    conv: ConvBn,
     mix: Option<(Var, Var)>,
     classifier: (Var, Var),
 }
 
+impl Head {
+    fn new(b: &mut Builder, s: &SearchSpace) -> Result<Self> {
+        let last = max_of(&s.stages[s.stages.len() - 1].widths);
+        let hw = max_of(&s.head.widths);
+        let (conv_out, feat) = match s.head.expand {
+            Some(e) => (last * e, hw),
+            None => (hw, hw),
+        };
+        let conv = ConvBn::new(b, "head", conv_out, last, 1, false)?;
+        let mix = match s.head.expand {
+            Some(_) => Some(b.linear("head.mix", hw, conv_out, (1.0 / conv_out as f64).sqrt())?),
+            None => None,
+        };
+        let classifier = b.linear("classifier", s.num_classes, feat, 0.01)?;
+        Ok(Head {
+            conv,
+            mix,
+            classifier,
+        })
+    }
+
+    fn forward(
+        &self,
+        ctx: &mut Ctx,
+        x: &Tensor,
+        cfg: &SubnetConfig,
+        s: &SearchSpace,
+    ) -> Result<Tensor> {
+        let conv_out = match s.head.expand {
+            Some(e) => cfg.stages[cfg.stages.len() - 1].width * e,
+            None => cfg.head_width,
+        };
+        let x = self
+            .conv
+            .forward(ctx, x, ConvKind::Pointwise, conv_out, 1, Some(s.head.act))?;
+        let mut f = ctx.spatial_mean(&x)?;
+        if let Some(mix) = &self.mix {
+            f = ctx.linear(&f, mix, cfg.head_width)?;
+            f = ctx.act(&f, s.head.act.into())?;
+        }
+        if let Run::Train(o) = &mut ctx.run
+            && o.dropout > 0.0
+        {
+            f = dropout(&f, o.dropout, o.rng)?;
+        }
+        ctx.linear(&f, &self.classifier, s.num_classes)
+    }
+}
+
 /// Builds parameters under nested names (like candle's `vb.pp`) from our seeded RNG.
+/// Values are drawn on the host and moved to `device`.
 struct Builder {
     rng: ChaCha8Rng,
     params: Vec<Param>,
     buffers: Vec<(String, Var)>,
+    device: Device,
 }
 
 impl Builder {
@@ -133,7 +350,7 @@ impl Builder {
     }
 
     fn param(&mut self, name: String, t: Tensor, decay: bool) -> Result<Var> {
-        let var = Var::from_tensor(&t)?;
+        let var = Var::from_tensor(&t.to_device(&self.device)?)?;
         self.params.push(Param {
             name,
             var: var.clone(),
@@ -150,16 +367,14 @@ impl Builder {
         inp: usize,
         k: usize,
         groups_eq_out: bool,
-    ) -> Result<Conv> {
+    ) -> Result<Var> {
         let fan_out = if groups_eq_out { k * k } else { out * k * k };
         let t = self.normal(&[out, inp, k, k], (2.0 / fan_out as f64).sqrt())?;
-        Ok(Conv {
-            w: self.param(format!("{p}.weight"), t, true)?,
-        })
+        self.param(format!("{p}.weight"), t, true)
     }
 
     fn bn(&mut self, p: &str, c: usize) -> Result<Bn> {
-        let dev = &Device::Cpu;
+        let dev = &self.device.clone();
         let gamma = self.param(
             format!("{p}.weight"),
             Tensor::ones(c, DType::F32, dev)?,
@@ -196,134 +411,106 @@ impl Builder {
     }
 }
 
+/// Which implementation the supernet's layers run on. Both compute the same network (test
+/// `portable_and_fused_backends_are_the_same_network`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Our fused channels-last CPU ops ([`crate::nhwc`]): the fast path on the CPU.
+    #[default]
+    Fused,
+    /// candle's own ops in NCHW ([`crate::portable`]): runs on every device candle supports,
+    /// CUDA included.
+    Portable,
+}
+
+impl Backend {
+    /// The backend for `device`: fused on the CPU, portable elsewhere.
+    pub fn for_device(device: &Device) -> Self {
+        match device {
+            Device::Cpu => Backend::Fused,
+            _ => Backend::Portable,
+        }
+    }
+}
+
 /// The elastic MBConv supernet.
 ///
-/// Layout of a block (MobileNetV3 / EfficientNet inverted residual): optional 1x1 expansion
-/// conv + BN + act (absent when the chosen expansion is 1), depthwise `k x k` conv + BN + act,
-/// optional squeeze-excitation (reduce 1x1 + ReLU, expand 1x1 + hard sigmoid), 1x1 projection +
-/// BN, residual (with drop-connect) when stride is 1 and widths match.
+/// Layout of a block: see [`MbBlock::forward`]; weights are allocated at maxnet size, and a
+/// subnet runs on their leading channels (views).
 pub struct Supernet {
     space: SearchSpace,
-    stem: (Conv, Bn),
-    stages: Vec<Vec<Block>>,
+    stem: ConvBn,
+    stages: Vec<Vec<MbBlock>>,
     head: Head,
     params: Vec<Param>,
     buffers: Vec<(String, Var)>,
     head_seed: u64,
-}
-
-fn act(x: &Tensor, a: Activation) -> Result<Tensor> {
-    crate::act::apply(x, a.into())
-}
-
-fn hsigmoid(x: &Tensor) -> Result<Tensor> {
-    crate::act::apply(x, crate::act::Fn1::Hsigmoid)
+    device: Device,
+    backend: Backend,
 }
 
 impl Supernet {
-    /// Allocates the maxnet and initialises it from `seed` (Kaiming normal convs, BN 1/0,
-    /// classifier normal(0, 0.01)).
+    /// Allocates the maxnet on the CPU and initialises it from `seed` (Kaiming normal convs,
+    /// BN 1/0, classifier normal(0, 0.01)).
     pub fn new(space: &SearchSpace, seed: u64) -> Result<Self> {
+        Self::new_on(space, seed, &Device::Cpu)
+    }
+
+    /// As [`Supernet::new`], on `device`, with [`Backend::for_device`]. The weights are drawn
+    /// on the host from the same seeded stream, so every device starts from the same bits.
+    pub fn new_on(space: &SearchSpace, seed: u64, device: &Device) -> Result<Self> {
         let mut b = Builder {
             rng: ChaCha8Rng::seed_from_u64(seed),
             params: vec![],
             buffers: vec![],
+            device: device.clone(),
         };
         let s = space;
         let stem_w = max_of(&s.stem.widths);
-        let stem = (
-            b.conv("stem.conv", stem_w, s.in_channels, s.stem.kernel, false)?,
-            b.bn("stem.bn", stem_w)?,
-        );
+        let stem = ConvBn::new(&mut b, "stem", stem_w, s.in_channels, s.stem.kernel, false)?;
         let mut stages = Vec::new();
         for (i, st) in s.stages.iter().enumerate() {
-            let out = max_of(&st.widths);
-            let kmax = max_of(&st.kernels);
-            let emax = max_of(&st.expands);
-            let mut blocks = Vec::new();
-            for j in 0..max_of(&st.depths) {
-                let inp = if j == 0 { s.max_in_channels(i) } else { out };
-                let mid = inp * emax;
-                let p = format!("stages.{i}.blocks.{j}");
-                let expand = if emax > 1 {
-                    Some((
-                        b.conv(&format!("{p}.expand.conv"), mid, inp, 1, false)?,
-                        b.bn(&format!("{p}.expand.bn"), mid)?,
-                    ))
-                } else {
-                    None
-                };
-                let dw = (
-                    b.conv(&format!("{p}.dw.conv"), mid, 1, kmax, true)?,
-                    b.bn(&format!("{p}.dw.bn"), mid)?,
-                );
-                let se = if st.se {
-                    let r = se_channels(mid);
-                    let (rw, rb) =
-                        b.linear(&format!("{p}.se.reduce"), r, mid, (2.0 / r as f64).sqrt())?;
-                    let (ew, eb) =
-                        b.linear(&format!("{p}.se.expand"), mid, r, (2.0 / mid as f64).sqrt())?;
-                    Some(Se {
-                        reduce_w: rw,
-                        reduce_b: rb,
-                        expand_w: ew,
-                        expand_b: eb,
-                    })
-                } else {
-                    None
-                };
-                let project = (
-                    b.conv(&format!("{p}.project.conv"), out, mid, 1, false)?,
-                    b.bn(&format!("{p}.project.bn"), out)?,
-                );
-                let mut transforms = Vec::new();
-                if s.kernel_transform {
-                    let mut from = kmax;
-                    for &k in st.kernels.iter().rev().skip(1) {
-                        let eye = Tensor::eye(k * k, DType::F32, &Device::Cpu)?;
-                        let name = format!("{p}.dw.transform_{from}to{k}");
-                        transforms.push((k, b.param(name, eye, false)?));
-                        from = k;
-                    }
-                }
-                blocks.push(Block {
-                    expand,
-                    dw,
-                    transforms,
-                    se,
-                    project,
-                });
-            }
+            let blocks = (0..max_of(&st.depths))
+                .map(|j| MbBlock::new(&mut b, s, i, j))
+                .collect::<Result<_>>()?;
             stages.push(blocks);
         }
-        let last = max_of(&s.stages[s.stages.len() - 1].widths);
-        let hw = max_of(&s.head.widths);
-        let (conv_out, feat) = match s.head.expand {
-            Some(e) => (last * e, hw),
-            None => (hw, hw),
-        };
-        let conv = b.conv("head.conv", conv_out, last, 1, false)?;
-        let bn = b.bn("head.bn", conv_out)?;
-        let mix = match s.head.expand {
-            Some(_) => Some(b.linear("head.mix", hw, conv_out, (1.0 / conv_out as f64).sqrt())?),
-            None => None,
-        };
-        let classifier = b.linear("classifier", s.num_classes, feat, 0.01)?;
+        let head = Head::new(&mut b, s)?;
         let head_seed = b.rng.random();
         Ok(Supernet {
             space: space.clone(),
             stem,
             stages,
-            head: Head {
-                conv,
-                bn,
-                mix,
-                classifier,
-            },
+            head,
             params: b.params,
             buffers: b.buffers,
             head_seed,
+            device: device.clone(),
+            backend: Backend::for_device(device),
         })
+    }
+
+    /// The device the weights live on; inputs must be there too.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The backend the layers run on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs the layers on `backend` from now on. The fused ops have CPU kernels only.
+    pub fn set_backend(&mut self, backend: Backend) -> Result<()> {
+        if backend == Backend::Fused && !self.device.is_cpu() {
+            return Err(NnError::Input(format!(
+                "the fused backend runs on the CPU only, the supernet is on {:?}: use the portable backend",
+                self.device
+            )));
+        }
+        self.backend = backend;
+        Ok(())
     }
 
     /// The search space.
@@ -345,6 +532,7 @@ impl Supernet {
             rng: ChaCha8Rng::seed_from_u64(seed ^ self.head_seed),
             params: vec![],
             buffers: vec![],
+            device: self.device.clone(),
         };
         let cls = b.linear("classifier", num_classes, feat, 0.01)?;
         self.params.retain(|p| !p.name.starts_with("classifier."));
@@ -419,7 +607,7 @@ impl Supernet {
             }
         }
         for (name, var) in &vars {
-            var.set(&m[name].to_dtype(DType::F32)?)?;
+            var.set(&m[name].to_dtype(DType::F32)?.to_device(&self.device)?)?;
         }
         Ok(())
     }
@@ -438,7 +626,7 @@ impl Supernet {
             .get(stage)
             .and_then(|s| s.get(block))
             .ok_or_else(|| NnError::Input(format!("no block {block} in stage {stage}")))?;
-        dw_kernel(b, mid, k)
+        b.dw_kernel(mid, k)
     }
 
     /// Runs `cfg` on `x`.
@@ -513,278 +701,237 @@ impl Supernet {
                 cfg.resolution
             )));
         }
+        if !x.device().same_device(&self.device) {
+            return Err(NnError::Input(format!(
+                "input on {:?} but the supernet on {:?}",
+                x.device(),
+                self.device
+            )));
+        }
         let mut ctx = Ctx {
             run,
+            backend: self.backend,
             eps: self.space.bn_eps,
             padding: self.space.padding,
             macs: 0,
             params: 0,
         };
         let s = &self.space;
-        // activations are channels-last from the stem on (see `crate::nhwc`)
-        let mut x = stem(&mut ctx, x, &self.stem, cfg.stem_width, s)?;
+        // fused: activations are channels-last from the stem on (see `crate::nhwc`)
+        let mut x = self.stem.forward(
+            &mut ctx,
+            x,
+            ConvKind::Stem,
+            cfg.stem_width,
+            s.stem.stride,
+            Some(s.stem.act),
+        )?;
         for (blocks, (st, sc)) in self.stages.iter().zip(s.stages.iter().zip(&cfg.stages)) {
             for (j, blk) in blocks.iter().take(sc.depth).enumerate() {
                 let stride = if j == 0 { st.stride } else { 1 };
-                x = block(
-                    &mut ctx, &x, blk, sc.width, sc.kernel, sc.expand, stride, st.act,
-                )?;
+                x = blk.forward(&mut ctx, &x, sc, stride, st.act)?;
             }
         }
-        let last = cfg.stages[cfg.stages.len() - 1].width;
-        let conv_out = match s.head.expand {
-            Some(e) => last * e,
-            None => cfg.head_width,
-        };
-        x = pointwise(
-            &mut ctx,
-            &x,
-            &self.head.conv,
-            &self.head.bn,
-            conv_out,
-            Some(s.head.act),
-        )?;
-        let mut f = nhwc::spatial_mean(&x)?;
-        if let Some((mw, mb)) = &self.head.mix {
-            f = act(&linear(&mut ctx, &f, mw, mb, cfg.head_width)?, s.head.act)?;
-        }
-        if let Run::Train(o) = &mut ctx.run
-            && o.dropout > 0.0
-        {
-            f = dropout(&f, o.dropout, o.rng)?;
-        }
-        let (cw, cb) = &self.head.classifier;
-        let y = linear(&mut ctx, &f, cw, cb, s.num_classes)?;
+        let y = self.head.forward(&mut ctx, &x, cfg, s)?;
         Ok((y, ctx.macs, ctx.params))
     }
 }
 
-fn dropout(x: &Tensor, p: f32, rng: &mut dyn RngCore) -> Result<Tensor> {
+/// `n` keep-or-drop multipliers drawn from `rng`: `1 / (1 - p)` with probability `1 - p`,
+/// else 0 (dropout and drop-connect).
+fn keep_mask(n: usize, p: f32, rng: &mut dyn RngCore) -> Vec<f32> {
     let keep = 1.0 - p;
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| {
-            if rng.random::<f32>() < keep {
-                1.0 / keep
-            } else {
-                0.0
-            }
+    (0..n)
+        .map(|_| match rng.random::<f32>() < keep {
+            true => 1.0 / keep,
+            false => 0.0,
         })
-        .collect();
+        .collect()
+}
+
+fn dropout(x: &Tensor, p: f32, rng: &mut dyn RngCore) -> Result<Tensor> {
+    let mask = keep_mask(x.elem_count(), p, rng);
     Ok((x * Tensor::from_vec(mask, x.dims(), x.device())?)?)
 }
 
+/// Drops whole residual branches per image (any 4-d layout, batch first).
 fn drop_connect(x: &Tensor, p: f32, rng: &mut dyn RngCore) -> Result<Tensor> {
-    let keep = 1.0 - p;
     let b = x.dim(0)?;
-    let mask: Vec<f32> = (0..b)
-        .map(|_| {
-            if rng.random::<f32>() < keep {
-                1.0 / keep
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let mask = keep_mask(b, p, rng);
     Ok(x.broadcast_mul(&Tensor::from_vec(mask, (b, 1, 1, 1), x.device())?)?)
 }
 
-/// One MBConv block on NHWC activations `[B, H, W, C]`.
-#[allow(clippy::too_many_arguments)]
-fn block(
-    ctx: &mut Ctx,
-    x: &Tensor,
-    b: &Block,
-    out: usize,
-    k: usize,
-    e: usize,
-    stride: usize,
-    a: Activation,
-) -> Result<Tensor> {
-    let inp = x.dim(3)?;
-    let mut h = x.clone();
-    let mut mid = inp;
-    if e > 1 {
-        let (conv, bnl) = b
-            .expand
-            .as_ref()
-            .ok_or_else(|| NnError::Input("expansion conv missing".into()))?;
-        mid = inp * e;
-        h = pointwise(ctx, &h, conv, bnl, mid, Some(a))?;
-    }
-    let w = dw_kernel(b, mid, k)?;
-    let pads = ctx.padding.pads(h.dim(1)?, k, stride);
-    h = ctx.fused(&b.dw.1, mid, stride, pads, Some(a), |g, bt, spec| {
-        nhwc::dw_bn_act(&h, &w, g, bt, spec)
-    })?;
-    let (_, ho, wo, _) = h.dims4()?;
-    ctx.macs += (mid * k * k * ho * wo) as u64;
-    ctx.params += (mid * k * k) as u64;
-    if let Some(se) = &b.se {
-        let r = se_channels(mid);
-        let s = nhwc::spatial_mean(&h)?;
-        let s = linear(ctx, &s, &se.reduce_w, &se.reduce_b, r)?.relu()?;
-        let s = hsigmoid(&linear(ctx, &s, &se.expand_w, &se.expand_b, mid)?)?;
-        h = nhwc::channel_scale(&h, &s)?;
-    }
-    h = pointwise(ctx, &h, &b.project.0, &b.project.1, out, None)?;
-    if stride == 1 && inp == out {
-        if let Run::Train(o) = &mut ctx.run
-            && o.drop_connect > 0.0
-        {
-            h = drop_connect(&h, o.drop_connect, o.rng)?;
-        }
-        h = (h + x)?;
-    }
-    Ok(h)
-}
-
-/// The depthwise kernel of `mid` channels and size `k`: the centre of the largest kernel, or
-/// with kernel transforms, centre-crop then transform step by step down to `k` (OFA).
-fn dw_kernel(b: &Block, mid: usize, k: usize) -> Result<Tensor> {
-    let mut w = b.dw.0.w.narrow(0, 0, mid)?;
-    let mut cur = w.dim(2)?;
-    for (ks, t) in b.transforms.iter().filter(|(ks, _)| *ks >= k) {
-        let off = (cur - ks) / 2;
-        w = w.narrow(2, off, *ks)?.narrow(3, off, *ks)?;
-        w = w
-            .reshape((mid, ks * ks))?
-            .matmul(&t.t()?)?
-            .reshape((mid, 1, *ks, *ks))?;
-        cur = *ks;
-    }
-    let off = (cur - k) / 2;
-    Ok(w.narrow(2, off, k)?.narrow(3, off, k)?)
-}
-
-/// The stem: a full `k x k` convolution of the NCHW image + BN + activation, output NHWC.
-fn stem(
-    ctx: &mut Ctx,
-    x: &Tensor,
-    (conv, bnl): &(Conv, Bn),
-    out: usize,
-    s: &SearchSpace,
-) -> Result<Tensor> {
-    let (_, inp, k, _) = conv.w.dims4()?;
-    let w = conv.w.narrow(0, 0, out)?;
-    let pads = ctx.padding.pads(x.dim(2)?, k, s.stem.stride);
-    let y = ctx.fused(
-        bnl,
-        out,
-        s.stem.stride,
-        pads,
-        Some(s.stem.act),
-        |g, b, spec| nhwc::conv_bn_act(x, &w, g, b, Layout4::Nchw, spec),
-    )?;
-    let (_, ho, wo, _) = y.dims4()?;
-    ctx.macs += (out * inp * k * k * ho * wo) as u64;
-    ctx.params += (out * inp * k * k) as u64;
-    Ok(y)
-}
-
-/// 1x1 conv with the leading `out x in` block of the weight + BN + activation (`None`: linear),
-/// on NHWC activations: one GEMM over all pixels.
-fn pointwise(
-    ctx: &mut Ctx,
-    x: &Tensor,
-    c: &Conv,
-    bnl: &Bn,
-    out: usize,
-    a: Option<Activation>,
-) -> Result<Tensor> {
-    let (_, h, w, inp) = x.dims4()?;
-    let wt = c.w.narrow(0, 0, out)?.narrow(1, 0, inp)?;
-    let y = ctx.fused(bnl, out, 1, (0, 0), a, |g, b, spec| {
-        nhwc::conv_bn_act(x, &wt, g, b, Layout4::Nhwc, spec)
-    })?;
-    ctx.macs += (out * inp * h * w) as u64;
-    ctx.params += (out * inp) as u64;
-    Ok(y)
-}
-
-/// `x [B, in] -> [B, out]` with the leading `out x in` block of `w` and `out` of `b`.
-fn linear(ctx: &mut Ctx, x: &Tensor, w: &Var, b: &Var, out: usize) -> Result<Tensor> {
-    let inp = x.dim(1)?;
-    let w = w.narrow(0, 0, out)?.narrow(1, 0, inp)?;
-    let b = b.narrow(0, 0, out)?;
-    ctx.macs += (out * inp) as u64;
-    ctx.params += (out * inp + out) as u64;
-    Ok(x.matmul(&w.t()?)?.broadcast_add(&b)?)
+/// Measured batch statistics of one BN layer: on the host from a fused op, as tensors on the
+/// device from the portable path.
+enum Measured {
+    Host(BatchStats),
+    Device(Tensor, Tensor),
 }
 
 impl Ctx<'_, '_> {
-    /// Runs one fused layer, `op(gamma, beta, spec)`, with BN layer `l` on its `c` leading
-    /// channels, and books the batch statistics the op measured.
-    fn fused(
-        &mut self,
-        l: &Bn,
-        c: usize,
-        stride: usize,
-        pads: (usize, usize),
-        a: Option<Activation>,
-        op: impl FnOnce(&Tensor, &Tensor, FusedSpec) -> Result<(Tensor, Option<BatchStats>)>,
-    ) -> Result<Tensor> {
-        let spec = self.spec(l, c, stride, pads, a)?;
-        let (y, stats) = op(&l.gamma.narrow(0, 0, c)?, &l.beta.narrow(0, 0, c)?, spec)?;
-        self.after_bn(l, stats, y.elem_count() / c)?;
-        Ok(y)
-    }
-
-    /// The fused op's options for BN layer `l` on `c` channels: batch statistics when training
-    /// or re-calibrating; in evaluation the recalibrated statistics when given, else the
-    /// shared running statistics sliced.
-    fn spec(
-        &mut self,
-        l: &Bn,
-        c: usize,
-        stride: usize,
-        pads: (usize, usize),
-        a: Option<Activation>,
-    ) -> Result<FusedSpec> {
-        self.params += 2 * c as u64;
-        let norm = match &self.run {
-            Run::Eval(stats) => {
-                let (m, v) = match stats.and_then(|s| s.stats.get(&l.name)) {
-                    Some((m, v)) => (m.clone(), v.clone()),
-                    None => (l.mean.narrow(0, 0, c)?, l.var.narrow(0, 0, c)?),
-                };
-                Norm::Fixed {
-                    mean: m.to_vec1()?,
-                    var: v.to_vec1()?,
-                }
-            }
-            Run::Calibrate(_) | Run::Train(_) => Norm::Batch,
-        };
-        Ok(FusedSpec {
-            stride,
-            pads,
-            eps: self.eps,
-            act: a.map(Into::into),
-            norm,
+    /// `(B, H, W, C)` of activations in this backend's layout (NHWC fused, NCHW portable).
+    fn dims(&self, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+        let (b, d1, d2, d3) = x.dims4()?;
+        Ok(match self.backend {
+            Backend::Fused => (b, d1, d2, d3),
+            Backend::Portable => (b, d2, d3, d1),
         })
     }
 
-    /// Books the batch statistics a fused op measured over `n` values per channel: into the
+    /// A convolution of kind `kind` with weight `w` (`[out, in, k, k]`, `[mid, 1, k, k]` for
+    /// depthwise) at `stride`, then BN layer `l` on its `out` leading channels, then `a`;
+    /// books the BN statistics and the multiply-adds and parameters.
+    fn conv_bn_act(
+        &mut self,
+        kind: ConvKind,
+        x: &Tensor,
+        w: &Tensor,
+        l: &Bn,
+        stride: usize,
+        a: Option<Activation>,
+    ) -> Result<Tensor> {
+        let (out, inp, k, _) = w.dims4()?;
+        let pads = match kind {
+            ConvKind::Stem => self.padding.pads(x.dim(2)?, k, stride),
+            ConvKind::Pointwise => (0, 0),
+            ConvKind::Depthwise => self.padding.pads(self.dims(x)?.1, k, stride),
+        };
+        let fixed = self.fixed_stats(l, out)?;
+        let gamma = l.gamma.narrow(0, 0, out)?;
+        let beta = l.beta.narrow(0, 0, out)?;
+        let (y, measured) = match self.backend {
+            Backend::Fused => {
+                let norm = match fixed {
+                    Some((mean, var)) => Norm::Fixed {
+                        mean: mean.to_vec1()?,
+                        var: var.to_vec1()?,
+                    },
+                    None => Norm::Batch,
+                };
+                let spec = FusedSpec {
+                    stride,
+                    pads,
+                    eps: self.eps,
+                    act: a.map(Into::into),
+                    norm,
+                };
+                let (y, stats) = match kind {
+                    ConvKind::Stem => nhwc::conv_bn_act(x, w, &gamma, &beta, Layout4::Nchw, spec)?,
+                    ConvKind::Pointwise => {
+                        nhwc::conv_bn_act(x, w, &gamma, &beta, Layout4::Nhwc, spec)?
+                    }
+                    ConvKind::Depthwise => nhwc::dw_bn_act(x, w, &gamma, &beta, spec)?,
+                };
+                (y, stats.map(Measured::Host))
+            }
+            Backend::Portable => {
+                let z = match kind {
+                    ConvKind::Depthwise => portable::depthwise(x, w, stride, pads)?,
+                    _ => portable::conv(x, w, stride, pads)?,
+                };
+                let norm = match fixed {
+                    Some((mean, var)) => PortableNorm::Fixed(mean, var),
+                    None => PortableNorm::Batch,
+                };
+                let (y, stats) = portable::batch_norm(&z, &gamma, &beta, norm, self.eps)?;
+                let y = match a {
+                    Some(a) => portable::act(&y, a.into())?,
+                    None => y,
+                };
+                (y, stats.map(|(m, v)| Measured::Device(m, v)))
+            }
+        };
+        let (_, ho, wo, _) = self.dims(&y)?;
+        let taps = match kind {
+            ConvKind::Depthwise => out * k * k,
+            _ => out * inp * k * k,
+        };
+        self.macs += (taps * ho * wo) as u64;
+        self.params += taps as u64 + 2 * out as u64;
+        self.after_bn(l, measured, y.elem_count() / out)?;
+        Ok(y)
+    }
+
+    /// `x [B, in] -> [B, out]` with the leading `out x in` block of `w` and `out` of `b`.
+    fn linear(&mut self, x: &Tensor, (w, b): &(Var, Var), out: usize) -> Result<Tensor> {
+        let inp = x.dim(1)?;
+        let w = w.narrow(0, 0, out)?.narrow(1, 0, inp)?;
+        let b = b.narrow(0, 0, out)?;
+        self.macs += (out * inp) as u64;
+        self.params += (out * inp + out) as u64;
+        Ok(x.matmul(&w.t()?)?.broadcast_add(&b)?)
+    }
+
+    /// An activation of any tensor.
+    fn act(&self, x: &Tensor, f: Fn1) -> Result<Tensor> {
+        match self.backend {
+            Backend::Fused => crate::act::apply(x, f),
+            Backend::Portable => portable::act(x, f),
+        }
+    }
+
+    /// Global average pooling: `[B, C]`.
+    fn spatial_mean(&self, x: &Tensor) -> Result<Tensor> {
+        match self.backend {
+            Backend::Fused => nhwc::spatial_mean(x),
+            Backend::Portable => Ok(x.mean((2, 3))?),
+        }
+    }
+
+    /// Scales each image's channels by `s [B, C]` (SE's excitation).
+    fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        match self.backend {
+            Backend::Fused => nhwc::channel_scale(x, s),
+            Backend::Portable => {
+                let (b, c) = s.dims2()?;
+                Ok(x.broadcast_mul(&s.reshape((b, c, 1, 1))?)?)
+            }
+        }
+    }
+
+    /// The fixed statistics BN layer `l` normalises `c` channels with in evaluation (the
+    /// recalibrated ones when given, else the shared running statistics sliced); `None` when
+    /// training or re-calibrating (batch statistics).
+    fn fixed_stats(&self, l: &Bn, c: usize) -> Result<Option<(Tensor, Tensor)>> {
+        Ok(match &self.run {
+            Run::Eval(stats) => Some(match stats.and_then(|s| s.stats.get(&l.name)) {
+                Some((m, v)) => (m.clone(), v.clone()),
+                None => (l.mean.narrow(0, 0, c)?, l.var.narrow(0, 0, c)?),
+            }),
+            Run::Calibrate(_) | Run::Train(_) => None,
+        })
+    }
+
+    /// Books the batch statistics a BN layer measured over `n` values per channel: into the
     /// running statistics (momentum 0.1, unbiased variance) when training with updates, into
     /// the re-calibration sums when re-calibrating.
-    fn after_bn(&mut self, l: &Bn, stats: Option<BatchStats>, n: usize) -> Result<()> {
+    fn after_bn(&mut self, l: &Bn, stats: Option<Measured>, n: usize) -> Result<()> {
         let Some(st) = stats else {
             return Ok(());
         };
-        let c = st.mean.len();
+        let unbias = n as f64 / (n as f64 - 1.0).max(1.0);
         match &mut self.run {
             Run::Eval(_) => {}
             Run::Calibrate(acc) => {
-                let md = Tensor::from_vec(st.mean, c, &Device::Cpu)?;
-                let vd = Tensor::from_vec(st.var, c, &Device::Cpu)?;
+                let (md, vd) = match st {
+                    Measured::Host(st) => {
+                        let c = st.mean.len();
+                        (
+                            Tensor::from_vec(st.mean, c, &Device::Cpu)?,
+                            Tensor::from_vec(st.var, c, &Device::Cpu)?,
+                        )
+                    }
+                    Measured::Device(m, v) => (m, v),
+                };
                 let sum = match acc.remove(&l.name) {
                     Some((m, v)) => ((m + &md)?, (v + &vd)?),
                     None => (md, vd),
                 };
                 acc.insert(l.name.clone(), sum);
             }
-            Run::Train(o) => {
-                if o.update_bn_stats {
-                    let unbias = n as f64 / (n as f64 - 1.0).max(1.0);
+            Run::Train(o) if o.update_bn_stats => match st {
+                // on the host in f64, as it always was (the committed results depend on it)
+                Measured::Host(st) => {
                     let upd = |buf: &Var, new: &[f32], k: f64| -> Result<()> {
                         let mut all: Vec<f32> = buf.as_tensor().to_vec1()?;
                         for (old, v) in all.iter_mut().zip(new) {
@@ -799,7 +946,25 @@ impl Ctx<'_, '_> {
                     upd(&l.mean, &st.mean, 1.0)?;
                     upd(&l.var, &st.var, unbias)?;
                 }
-            }
+                // on the device: the leading channels updated, the rest kept
+                Measured::Device(m, v) => {
+                    let upd = |buf: &Var, new: &Tensor, k: f64| -> Result<()> {
+                        let c = new.dim(0)?;
+                        let all = buf.as_tensor();
+                        let head = ((all.narrow(0, 0, c)? * (1.0 - BN_MOMENTUM))?
+                            + (new * (k * BN_MOMENTUM))?)?;
+                        let merged = match all.dim(0)? - c {
+                            0 => head,
+                            rest => Tensor::cat(&[&head, &all.narrow(0, c, rest)?], 0)?,
+                        };
+                        buf.set(&merged.detach())?;
+                        Ok(())
+                    };
+                    upd(&l.mean, &m, 1.0)?;
+                    upd(&l.var, &v, unbias)?;
+                }
+            },
+            Run::Train(_) => {}
         }
         Ok(())
     }

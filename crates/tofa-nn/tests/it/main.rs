@@ -1,6 +1,7 @@
 //! Integration tests of the supernet: shapes, determinism, slicing invariants, BN
 //! recalibration, costs, export, save/load.
 
+mod backends;
 mod lite0_reference;
 
 use candle_core::{Device, Tensor};

@@ -593,4 +593,5 @@ fn diff_against_a_git_revision() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
 
+mod committed;
 mod paper;

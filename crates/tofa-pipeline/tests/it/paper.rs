@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{ok, ran, tofa};
 
-fn repo_root() -> std::path::PathBuf {
+pub(crate) fn repo_root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
