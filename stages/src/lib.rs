@@ -77,6 +77,12 @@ pub enum StageError {
 /// Result alias of the glue.
 pub type Result<T, E = StageError> = std::result::Result<T, E>;
 
+/// The device the run computes on (`StageContext::device`: the profile's `device` or
+/// `--device`), opened.
+pub fn device(ctx: &StageContext) -> Result<candle_core::Device> {
+    Ok(tofa_nn::parse_device(&ctx.device)?)
+}
+
 /// The dependencies of `kind`, in id order.
 pub fn deps_of_kind<'a>(ctx: &'a StageContext, kind: &str) -> Vec<&'a DepOutput> {
     ctx.deps.values().filter(|d| d.kind == kind).collect()

@@ -85,7 +85,7 @@ fn trained(ctx: &StageContext) -> Result<Trained, StageError> {
             .to_string()
     };
     Ok(Trained {
-        model: Model::from_dir(&dep.dir)?,
+        model: Model::from_dir(&dep.dir, &crate::device(ctx)?)?,
         omega: Omega::load(&dep.dir.join("omega.json"))?,
         variant: key("variant"),
         seed: key("seed"),

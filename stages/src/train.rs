@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use tofa_nn::{Naming, SearchSpace, SubnetConfig, Supernet};
 use tofa_runner::BoxError;
@@ -24,15 +25,15 @@ pub struct Model {
 }
 
 impl Model {
-    /// Reads `space.toml` and `supernet.safetensors` from `dir`.
-    pub fn from_dir(dir: &Path) -> Result<Self, StageError> {
+    /// Reads `space.toml` and `supernet.safetensors` from `dir`, onto `device`.
+    pub fn from_dir(dir: &Path, device: &Device) -> Result<Self, StageError> {
         let path = dir.join("space.toml");
         let text = std::fs::read_to_string(&path).map_err(|e| StageError::Io {
             path: path.clone(),
             source: e,
         })?;
         let space = SearchSpace::from_toml(&text)?;
-        let mut net = Supernet::new(&space, 0)?;
+        let mut net = Supernet::new_on(&space, 0, device)?;
         net.load(&dir.join("supernet.safetensors"))?;
         Ok(Self { space, net })
     }
@@ -349,7 +350,7 @@ impl StageKind for Pretrain {
         if let Some(r) = &p.resolutions {
             space = space.with_resolutions(r.clone())?;
         }
-        let net = Supernet::new(&space, ctx.seed)?;
+        let net = Supernet::new_on(&space, ctx.seed, &crate::device(ctx)?)?;
         let init_row = match &p.init {
             Init::Scratch => map![("init", "scratch")],
             Init::File { path, env, naming } => {
@@ -455,7 +456,8 @@ fn load_weights(
 /// classifier for the task.
 fn start_model(ctx: &StageContext, data: &Prepared) -> Result<Model, StageError> {
     let dep = one_dep(ctx, "pretrain")?;
-    Model::from_dir(&dep.dir)?.for_task(data.data.train.num_classes(), ctx.seed ^ 0xc1a55)
+    Model::from_dir(&dep.dir, &crate::device(ctx)?)?
+        .for_task(data.data.train.num_classes(), ctx.seed ^ 0xc1a55)
 }
 
 /// `tofa_train`: Algorithm 1 on one data set with one loss variant.

@@ -74,6 +74,7 @@ pub mod act;
 pub mod bn;
 pub mod config;
 pub mod cost;
+pub mod device;
 pub mod dwconv;
 pub mod error;
 pub mod export;
@@ -88,6 +89,7 @@ pub mod supernet;
 
 pub use config::{StageConfig, SubnetConfig};
 pub use cost::{Cost, cost};
+pub use device::parse_device;
 pub use error::{NnError, Result};
 pub use export::{StaticNet, StaticNetConfig, export_subnet};
 pub use omega::{Omega, OmegaEntry};

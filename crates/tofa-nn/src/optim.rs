@@ -79,7 +79,12 @@ impl Sgd {
                 });
             }
         }
-        self.bufs = bufs;
+        // on the parameters' device (a checkpoint is read on the host)
+        self.bufs = bufs
+            .into_iter()
+            .zip(&self.params)
+            .map(|(b, p)| b.map(|b| b.to_device(p.var.device())).transpose())
+            .collect::<candle_core::Result<_>>()?;
         Ok(())
     }
 

@@ -328,7 +328,8 @@ fn timm_ds_name(src: &str) -> Option<String> {
 /// Copies `src` into `dst`'s shape: equal shapes as they are; otherwise each dimension keeps
 /// the leading `min` entries, except depthwise kernels (`centre`), which are centred.
 fn adapt(src: &Tensor, dst: &Tensor, centre: bool) -> Result<(Tensor, String)> {
-    let mut src = src.clone();
+    // read on the host, written where the supernet lives
+    let mut src = src.to_device(dst.device())?;
     if src.rank() == 4 && dst.rank() == 2 && src.dim(2)? == 1 && src.dim(3)? == 1 {
         src = src.flatten_from(1)?;
     }

@@ -47,6 +47,10 @@ struct Global {
     /// like any param. Repeatable.
     #[arg(long = "set", global = true, value_name = "[SCOPE:]PATH=VALUE")]
     set: Vec<Override>,
+    /// Where the stages compute: `cpu`, `cuda` or `cuda:N` (default: the profile's `device`,
+    /// else the CPU). A device other than the CPU is part of every cache key.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<String>,
     /// Say more: plain log lines instead of bars, each stage's cache key.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     verbose: u8,
@@ -222,6 +226,14 @@ fn load(g: &Global) -> Result<Ctx> {
     for o in &g.set {
         plan.apply_override(o)?;
     }
+    if let Some(d) = &g.device {
+        plan.device = Some(d.clone());
+    }
+    if let Some(d) = &plan.device {
+        // opened once here so that a bad or unavailable device fails before any stage runs
+        tofa_nn::parse_device(d)
+            .with_context(|| format!("profile `{}`: the device", plan.profile))?;
+    }
     let cache = Cache::new(
         g.cache_dir
             .clone()
@@ -316,6 +328,9 @@ fn slurm_options(g: &Global, c: &Ctx, a: &RunArgs) -> Result<SlurmOptions> {
     ];
     for o in &g.set {
         command.extend(["--set".into(), o.spec.clone()]);
+    }
+    if let Some(d) = &g.device {
+        command.extend(["--device".into(), d.clone()]);
     }
     Ok(SlurmOptions {
         command,

@@ -75,6 +75,10 @@ pub struct KeyInput {
     pub seed: u64,
     /// Output digests of dependencies, by stage id.
     pub deps: BTreeMap<String, String>,
+    /// The device the stage computes on when it is not the CPU (a CUDA result differs from
+    /// the CPU's in its last bits). Absent for the CPU, so CPU keys are what they always were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl KeyInput {
@@ -627,8 +631,15 @@ mod tests {
             params: serde_json::json!({"a": 1}),
             seed: 0,
             deps: BTreeMap::new(),
+            device: None,
         };
         let k0 = base.key();
+        // the CPU adds nothing to a key: keys made before devices existed still hit
+        let v = serde_json::to_value(&base).unwrap();
+        assert!(!canonical_json(&v).contains("device"), "{v}");
+        let mut g = base.clone();
+        g.device = Some("cuda:0".into());
+        assert_ne!(g.key(), k0);
         assert_eq!(k0, base.clone().key());
         let mut p = base.clone();
         p.params = serde_json::json!({"a": 2});
@@ -683,6 +694,7 @@ mod tests {
                 params: serde_json::json!({}),
                 seed: 0,
                 deps: BTreeMap::new(),
+                device: None,
             },
             outputs: Vec::new(),
             rows_blake3: String::new(),

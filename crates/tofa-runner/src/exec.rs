@@ -311,6 +311,7 @@ impl<'a> Runner<'a> {
             params: self.params[i].clone(),
             seed: s.seed,
             deps,
+            device: self.plan.device.clone().filter(|d| d != "cpu"),
         })
     }
 
@@ -642,6 +643,7 @@ impl<'a> Runner<'a> {
             threads: pool.current_num_threads(),
             seed: s.seed,
             profile: self.plan.profile.clone(),
+            device: self.plan.device.clone().unwrap_or_else(|| "cpu".into()),
             git_commit: self.git_commit.clone(),
             rows: Vec::new(),
         };

@@ -48,6 +48,8 @@ pub struct StageContext {
     pub seed: u64,
     /// The profile being run.
     pub profile: String,
+    /// Where to compute: `cpu`, `cuda` or `cuda:N` (the profile's `device`, or `--device`).
+    pub device: String,
     /// `HEAD` of the git work tree holding the pipeline file, if it is one (the commit the
     /// run's manifests record), for provenance in reports.
     pub git_commit: Option<String>,

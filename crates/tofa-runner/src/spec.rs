@@ -77,6 +77,7 @@ struct ProfileWire {
     description: Option<String>,
     extends: Option<String>,
     seed: Option<u64>,
+    device: Option<String>,
     #[serde(default)]
     matrix: BTreeMap<String, Vec<toml::Value>>,
     #[serde(default)]
@@ -136,6 +137,8 @@ pub struct Profile {
     pub description: String,
     pub extends: Option<String>,
     pub seed: Option<u64>,
+    /// Where the stages compute (`cpu`, `cuda`, `cuda:N`; the stages parse it).
+    pub device: Option<String>,
     pub matrix: BTreeMap<String, Vec<Value>>,
     pub kind: BTreeMap<String, Value>,
     pub stage: BTreeMap<String, Value>,
@@ -210,6 +213,8 @@ pub struct Stage {
 pub struct Plan {
     pub path: PathBuf,
     pub profile: String,
+    /// The profile's `device` (or the command line's `--device`); `None` is the CPU.
+    pub device: Option<String>,
     pub stages: Vec<Stage>,
     pub index: BTreeMap<String, usize>,
     targets: BTreeMap<String, Target>,
@@ -399,6 +404,7 @@ impl Parts {
                     description: String::new(),
                     extends: None,
                     seed: None,
+                    device: None,
                     matrix: BTreeMap::new(),
                     kind: BTreeMap::new(),
                     stage: BTreeMap::new(),
@@ -433,6 +439,12 @@ impl Parts {
                     return Err(twice("`seed`"));
                 }
                 prof.seed = Some(seed);
+            }
+            if let Some(device) = p.device {
+                if prof.device.is_some() {
+                    return Err(twice("`device`"));
+                }
+                prof.device = Some(device);
             }
             for (k, v) in p.matrix {
                 if prof.matrix.contains_key(&k) {
@@ -662,6 +674,7 @@ impl Pipeline {
     pub fn plan(&self, profile: &str) -> Result<Plan> {
         let chain = self.chain(profile)?;
         let seed = chain.iter().rev().find_map(|p| p.seed).unwrap_or(self.seed);
+        let device = chain.iter().rev().find_map(|p| p.device.clone());
         let spec_err = |file: &Path, line: usize, message: String| Error::Spec {
             path: file.to_path_buf(),
             line,
@@ -803,6 +816,7 @@ impl Pipeline {
         let plan = Plan {
             path: self.path.clone(),
             profile: profile.to_string(),
+            device,
             stages: ordered,
             index,
             targets: self.targets.clone(),

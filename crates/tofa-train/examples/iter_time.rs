@@ -1,10 +1,15 @@
 //! Seconds per TOFA iteration for each loss variant, and per single-network baseline
 //! iteration on the maxnet, with batches of 32 labelled + 32 unlabelled synthetic images.
-//! Spaces (default `tiny small@32 small`): `NAME@32` restricts a space to 32x32 inputs; plain
+//! Spaces (default `tiny small@32 small`): `NAME@R` restricts a space to `R x R` inputs; plain
 //! `NAME` feeds batches at the space's largest resolution (`small`: 48x48).
+//! `TOFA_DEVICE` (`cpu`, `cuda`, `cuda:N`; default `cpu`) picks the device, and with it the
+//! backend (fused on the CPU, portable elsewhere); `TOFA_RUNS` (e.g. `tofa/full`) keeps only
+//! the runs whose name starts with one of its comma-separated prefixes.
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=1 cargo run --release -p tofa-train --example iter_time -- [ITERS] [SPACE...]
+//! TOFA_DEVICE=cuda TOFA_RUNS=tofa/full cargo run --release -p tofa-train --features cuda \
+//!     --example iter_time -- 5 paper@224     # scripts/gpu-check.sh
 //! ```
 //! Prints one line per (space, variant): mean seconds per iteration over `ITERS` (default 5)
 //! after one warm-up iteration, with the multiply-adds per iteration.
@@ -25,25 +30,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         vec!["tiny".into(), "small@32".into(), "small".into()]
     };
+    let device =
+        tofa_nn::parse_device(&std::env::var("TOFA_DEVICE").unwrap_or_else(|_| "cpu".into()))?;
+    let runs: Vec<String> = std::env::var("TOFA_RUNS")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let wanted = |run: &str| runs.is_empty() || runs.iter().any(|p| run.starts_with(p.as_str()));
     let task = generate_task(0, &TaskSpec::new("bench", 10, (40, 1), 0.5, 0.0), (32, 32))?;
     let ds = &task.train;
     let labelled: Vec<u32> = (0..100).collect();
     let unlabelled: Vec<u32> = (100..ds.len() as u32).collect();
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
     println!(
-        "RAYON_NUM_THREADS={threads}, {iters} timed iterations after 1 warm-up, 32 + 32 images"
+        "RAYON_NUM_THREADS={threads}, device {device:?}, {iters} timed iterations after 1 warm-up, 32 + 32 images"
     );
     println!("space\trun\ts/iter\tGMACs/iter");
-    // `NAME@32` restricts the space to 32x32 inputs; plain `NAME` feeds batches at the space's
+    // `NAME@R` restricts the space to R x R inputs; plain `NAME` feeds batches at the space's
     // largest resolution (subnets at smaller ones get them resized).
     for arg in &spaces {
-        let (name, at32) = match arg.strip_suffix("@32") {
-            Some(n) => (n, true),
-            None => (arg.as_str(), false),
+        let (name, at) = match arg.split_once('@') {
+            Some((n, r)) => (n, Some(r.parse::<usize>()?)),
+            None => (arg.as_str(), None),
         };
         let mut space = SearchSpace::builtin(name)?.with_num_classes(ds.num_classes())?;
-        if at32 {
-            space.resolutions = vec![32];
+        if let Some(r) = at {
+            space.resolutions = vec![r];
         }
         let r = *space.resolutions.last().unwrap_or(&32);
         let data = TrainData {
@@ -58,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &TrainConfig,
         ) -> tofa_train::Result<tofa_train::TrainOutcome>|
          -> Result<(f64, f64), Box<dyn std::error::Error>> {
-            let mut net = Supernet::new(&space, 0)?;
+            let mut net = Supernet::new_on(&space, 0, &device)?;
             let warm = TrainConfig {
                 iterations: 1,
                 ..TrainConfig::default()
@@ -74,6 +85,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok((s, out.cost.train_macs as f64 / iters as f64 / 1e9))
         };
         for v in Variant::ALL {
+            if !wanted(&format!("tofa/{}", v.name())) {
+                continue;
+            }
             let (s, g) = time(&|net, cfg| {
                 let cfg = TrainConfig {
                     variant: v,
@@ -85,6 +99,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let max = SubnetConfig::maxnet(&space);
         for mode in [SingleMode::Labelled, SingleMode::FixMatch] {
+            if !wanted(&format!("single/{mode:?}")) {
+                continue;
+            }
             let (s, g) =
                 time(&|net, cfg| train_single(net, &max, mode, &data, cfg, None, &mut |_| {}))?;
             println!("{name}\tsingle/{mode:?}\t{s:.3}\t{g:.3}");

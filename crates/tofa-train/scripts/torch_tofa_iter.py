@@ -15,6 +15,9 @@ weight decay 1e-5). The networks reuse `tofa-nn/scripts/torch_timing.py`'s block
 subnet is a separate static network of the subnet's shape (weight sharing changes no FLOPs).
 Images are random tensors: data loading is not timed here (about 8 ms per 32 + 32 batch in
 ours at 32x32, see the crate README).
+
+On a GPU (`scripts/gpu-check.sh`): `--device cuda` also prints the peak CUDA memory
+(`torch.cuda.max_memory_allocated`) and synchronises before reading the clock.
 """
 import argparse
 import pathlib
@@ -60,7 +63,10 @@ def main():
     p.add_argument("--space", default="small")
     p.add_argument("--res", type=int, default=32)
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--device", default="cpu")
     a = p.parse_args()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     rnd = random.Random(0)
@@ -69,11 +75,13 @@ def main():
     minnet = subnet(space, min, a.classes)
     randoms = [subnet(space, rnd.choice, a.classes) for _ in range(2)]
     nets = [maxnet, minnet, *randoms]
+    for n in nets:
+        n.to(dev)
     params = [q for n in nets for q in n.parameters()]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-5)
     b, r = 32, a.res
-    xl, y = torch.randn(b, 3, r, r), torch.arange(b) % a.classes
-    xw, xs = torch.randn(b, 3, r, r), torch.randn(b, 3, r, r)
+    xl, y = torch.randn(b, 3, r, r, device=dev), torch.arange(b, device=dev) % a.classes
+    xw, xs = torch.randn(b, 3, r, r, device=dev), torch.randn(b, 3, r, r, device=dev)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -92,11 +100,17 @@ def main():
 
     step()
     step()
+    sync()
     t = time.perf_counter()
     for _ in range(a.reps):
         step()
+    sync()
     s = (time.perf_counter() - t) / a.reps
-    print(f"torch {torch.__version__}, {a.threads} threads: tofa/full {a.space} {r}x{r}: {s:.3f} s/iter")
+    where = f"{a.threads} threads" if dev.type == "cpu" else str(dev)
+    peak = ""
+    if dev.type == "cuda":
+        peak = f", peak {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB"
+    print(f"torch {torch.__version__}, {where}: tofa/full {a.space} {r}x{r}: {s:.3f} s/iter{peak}")
 
 
 if __name__ == "__main__":

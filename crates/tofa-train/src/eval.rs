@@ -76,7 +76,7 @@ fn accuracy(
     let mut bc = batch;
     bc.out_size = (cfg.resolution, cfg.resolution);
     let (mut correct, mut images) = (0u64, 0u64);
-    for b in eval_batches(test, indices, batch_size, bc, &Device::Cpu) {
+    for b in eval_batches(test, indices, batch_size, bc, net.device()) {
         let b = b?;
         let logits = net.forward_t(&b.images, cfg, Mode::Eval(stats))?;
         let pred = logits.argmax(D::Minus1)?;
@@ -108,7 +108,7 @@ pub fn evaluate(
 ) -> Result<EvalResult> {
     let calib: Vec<Tensor> = calib
         .iter()
-        .map(|x| resize(x, cfg.resolution))
+        .map(|x| Ok(resize(x, cfg.resolution)?.to_device(net.device())?))
         .collect::<Result<_>>()?;
     let stats = net.recalibrate_bn(cfg, &calib)?;
     accuracy(net, cfg, Some(&stats), test, indices, batch, batch_size)

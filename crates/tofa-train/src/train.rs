@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tofa_data::{BatchConfig, Dataset, TrainBatch, TrainLoader};
@@ -549,7 +549,7 @@ fn run_loop(
         (cfg.batch_labelled, cfg.batch_unlabelled),
         data.batch,
         tofa_data::rng::mix(&[cfg.seed, STREAM_DATA]),
-        Device::Cpu,
+        net.device().clone(),
     )?;
     loader.skip_to(start);
     let save =

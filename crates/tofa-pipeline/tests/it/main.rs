@@ -420,6 +420,7 @@ fn cli_conventions() {
         &["--set", "nope.x=1", "run"],
         &["--set", "sleep:mss=1", "run", "slow"],
         &["-q", "-v", "run"],
+        &["--device", "gpu", "run"],
     ] {
         let out = tofa(d.path(), args);
         assert_eq!(
@@ -433,6 +434,18 @@ fn cli_conventions() {
         String::from_utf8_lossy(&tofa(d.path(), &["--set", "sleep:mss=1", "run", "slow"]).stderr)
             .to_string();
     assert!(err.contains("unknown field `mss`"), "{err}");
+    let err =
+        String::from_utf8_lossy(&tofa(d.path(), &["--device", "gpu", "run"]).stderr).to_string();
+    assert!(
+        err.contains("device `gpu`: expected `cpu`, `cuda` or `cuda:N`"),
+        "{err}"
+    );
+    if !cfg!(feature = "cuda") {
+        let out = tofa(d.path(), &["--device", "cuda", "run"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains("build with `--features cuda`"), "{err}");
+    }
     assert!(
         !d.path().join(".tofa-cache/entries").exists(),
         "nothing ran"

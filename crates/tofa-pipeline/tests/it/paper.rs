@@ -49,6 +49,7 @@ fn plan_fingerprint(profile: &str) -> String {
                     .iter()
                     .map(|&d| (plan.stages[d].id.clone(), String::new()))
                     .collect(),
+                device: plan.device.clone(),
             };
             format!("{} {}", s.id, input.key())
         })
