@@ -12,8 +12,8 @@ use tofa_nn::{Omega, SubnetConfig};
 use tofa_runner::BoxError;
 use tofa_runner::kind::{StageContext, StageKind};
 use tofa_select::{
-    Evaluation, EvoOpts, FnEvaluator, Metric, Metrics, PredictorOpts, RandomOpts, Ranges, Rule,
-    evolutionary_search, metric_range, palette, random_search,
+    Evaluation, EvoOpts, EvolutionSetup, FnEvaluator, Metric, Metrics, PredictorOpts, RandomOpts,
+    Ranges, Rule, evolutionary_search, metric_range, palette, random_search,
 };
 
 use crate::data::Prepared;
@@ -313,9 +313,11 @@ impl StageKind for Selection {
             &metrics,
             Metric::Macs,
             &limits,
-            p.predictor_samples,
-            &popts,
-            &eopts,
+            EvolutionSetup {
+                samples: p.predictor_samples,
+                predictor: &popts,
+                evolution: &eopts,
+            },
             &mut evaluator,
         )?;
         // The predictor's data set is paid once and shared by every budget: spread evenly.

@@ -519,8 +519,7 @@ impl<'a> Runner<'a> {
                     let tx = tx.clone();
                     let pool = Arc::clone(&pools[slot]);
                     scope.spawn(move || {
-                        let result =
-                            self.build(i, &b.key, &b.input, deps, b.forced, &pool, display);
+                        let result = self.build(i, &b, deps, &pool, display);
                         let _ = tx.send(Completion {
                             stage: i,
                             slot,
@@ -598,17 +597,16 @@ impl<'a> Runner<'a> {
             .collect()
     }
 
-    #[allow(clippy::too_many_arguments)] // reason: one call site, all distinct inputs
+    /// Builds stage `i` as `b` says, on `pool`, with its dependencies' outputs `deps`.
     fn build(
         &self,
         i: usize,
-        key: &str,
-        input: &KeyInput,
+        b: &Build,
         deps: BTreeMap<String, DepOutput>,
-        forced: bool,
         pool: &rayon::ThreadPool,
         display: &Display,
     ) -> std::result::Result<(Entry, bool, f64), String> {
+        let (key, input, forced) = (b.key.as_str(), &b.input, b.forced);
         let s = &self.plan.stages[i];
         let building = self
             .cache

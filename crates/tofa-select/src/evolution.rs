@@ -209,18 +209,32 @@ pub struct EvolutionOutcome {
     pub found: Vec<Found>,
 }
 
-/// The whole method: `m` evaluated samples, a predictor, evolution per budget of `metric`,
-/// each pick evaluated through `evaluator`.
+/// What [`evolutionary_search`] runs with.
+#[derive(Clone, Copy, Debug)]
+pub struct EvolutionSetup<'a> {
+    /// Random subnets evaluated to train the predictor on.
+    pub samples: usize,
+    /// The accuracy predictor's options.
+    pub predictor: &'a PredictorOpts,
+    /// The evolution's options.
+    pub evolution: &'a EvoOpts,
+}
+
+/// The whole method: `setup.samples` evaluated samples, a predictor, evolution per budget of
+/// `metric`, each pick evaluated through `evaluator`.
 pub fn evolutionary_search(
     space: &SearchSpace,
     metrics: &dyn MetricProvider,
     metric: Metric,
     limits: &[f64],
-    m: usize,
-    popts: &PredictorOpts,
-    eopts: &EvoOpts,
+    setup: EvolutionSetup<'_>,
     evaluator: &mut dyn Evaluator,
 ) -> Result<EvolutionOutcome> {
+    let EvolutionSetup {
+        samples: m,
+        predictor: popts,
+        evolution: eopts,
+    } = setup;
     check(eopts)?;
     let t = Instant::now();
     let (samples, mut shared_cost) = collect_samples(space, m, popts.seed, evaluator)?;

@@ -39,7 +39,7 @@ pub use encode::{Encoder, Encoding};
 pub use error::{BoxError, Result, SelectError};
 pub use eval::{Evaluation, Evaluator, FnEvaluator, Found, SearchCost};
 pub use evolution::{
-    EvoOpts, EvolutionOutcome, evolutionary_search, evolve, search_with_predictor,
+    EvoOpts, EvolutionOutcome, EvolutionSetup, evolutionary_search, evolve, search_with_predictor,
 };
 pub use metric::{Budget, Metric, MetricProvider, Metrics};
 pub use predictor::{

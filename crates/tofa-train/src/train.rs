@@ -474,11 +474,18 @@ fn non_finite_tensor(net: &Supernet) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// Which training a [`run_loop`] is: recorded in checkpoints, named in errors and progress.
+struct RunId {
+    stage: Stage,
+    /// `tofa/full`, `single/...`, `pretrain/maxnet`, ...
+    name: String,
+    /// Whether every iteration draws an unlabelled batch.
+    needs_unlabelled: bool,
+}
+
 /// The shared loop: schedule, resume, step, NaN check, optimiser, checkpoints, progress.
 fn run_loop(
-    stage: Stage,
-    run: String,
-    needs_unlabelled: bool,
+    id: RunId,
     net: &mut Supernet,
     data: &TrainData<'_>,
     cfg: &TrainConfig,
@@ -486,6 +493,11 @@ fn run_loop(
     progress: &mut dyn FnMut(TrainProgress),
     step: &mut dyn FnMut(StepCtx<'_>) -> Result<StepOut>,
 ) -> Result<TrainOutcome> {
+    let RunId {
+        stage,
+        name: run,
+        needs_unlabelled,
+    } = id;
     cfg.validate()?;
     if data.labelled.is_empty() {
         return Err(config_err("labelled", "no labelled images"));
@@ -669,17 +681,14 @@ pub fn train_tofa(
     progress: &mut dyn FnMut(TrainProgress),
 ) -> Result<TrainOutcome> {
     let variant = cfg.variant;
-    run_loop(
-        Stage::Tofa,
-        format!("tofa/{}", variant.name()),
-        variant.uses_unlabelled(),
-        net,
-        data,
-        cfg,
-        ckpt_dir,
-        progress,
-        &mut |c| step(c, variant, None),
-    )
+    let id = RunId {
+        stage: Stage::Tofa,
+        name: format!("tofa/{}", variant.name()),
+        needs_unlabelled: variant.uses_unlabelled(),
+    };
+    run_loop(id, net, data, cfg, ckpt_dir, progress, &mut |c| {
+        step(c, variant, None)
+    })
 }
 
 /// Trains the fixed network `a` alone, with the optimiser, schedule, augmentation and cost
@@ -704,17 +713,14 @@ pub fn train_single(
         a.id()
     );
     let a = a.clone();
-    run_loop(
-        Stage::Single,
-        run,
-        mode == SingleMode::FixMatch,
-        net,
-        data,
-        cfg,
-        ckpt_dir,
-        progress,
-        &mut |c| step(c, single_variant(mode), Some(&a)),
-    )
+    let id = RunId {
+        stage: Stage::Single,
+        name: run,
+        needs_unlabelled: mode == SingleMode::FixMatch,
+    };
+    run_loop(id, net, data, cfg, ckpt_dir, progress, &mut |c| {
+        step(c, single_variant(mode), Some(&a))
+    })
 }
 
 /// Supervised training on a source task (every image of `source` labelled) to produce the
@@ -738,16 +744,19 @@ pub fn pretrain(
         batch,
     };
     let max = SubnetConfig::maxnet(net.space());
-    run_loop(
-        Stage::Pretrain,
-        format!(
+    let id = RunId {
+        stage: Stage::Pretrain,
+        name: format!(
             "pretrain/{}",
             match mode {
                 PretrainMode::Maxnet => "maxnet",
                 PretrainMode::Sandwich => "sandwich",
             }
         ),
-        false,
+        needs_unlabelled: false,
+    };
+    run_loop(
+        id,
         net,
         &data,
         cfg,

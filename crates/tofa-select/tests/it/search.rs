@@ -4,9 +4,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tofa_nn::{Omega, SubnetConfig};
 use tofa_select::{
-    Budget, EvoOpts, Metric, MetricProvider, Metrics, PredictorOpts, RandomOpts, Ranges, Rule,
-    SelectError, collect_samples, evolutionary_search, evolve, palette, random_search,
-    select_fixed, train_predictor,
+    Budget, EvoOpts, EvolutionSetup, Metric, MetricProvider, Metrics, PredictorOpts, RandomOpts,
+    Ranges, Rule, SelectError, collect_samples, evolutionary_search, evolve, palette,
+    random_search, select_fixed, train_predictor,
 };
 
 use crate::{Synthetic, macs, tiny};
@@ -333,9 +333,11 @@ fn a_budget_only_the_minnet_meets_gets_the_minnet() {
         &m,
         Metric::Macs,
         &[limit],
-        20,
-        &popts,
-        &eopts,
+        EvolutionSetup {
+            samples: 20,
+            predictor: &popts,
+            evolution: &eopts,
+        },
         &mut Synthetic::new(0.01),
     )
     .unwrap();
@@ -437,8 +439,12 @@ fn evolutionary_search_end_to_end_is_deterministic_and_costed() {
     };
     let run = || {
         let mut ev = Synthetic::new(0.005);
-        let out = evolutionary_search(&s, &m, Metric::Macs, &limits, 100, &popts, &eopts, &mut ev)
-            .unwrap();
+        let setup = EvolutionSetup {
+            samples: 100,
+            predictor: &popts,
+            evolution: &eopts,
+        };
+        let out = evolutionary_search(&s, &m, Metric::Macs, &limits, setup, &mut ev).unwrap();
         (out, ev.calls)
     };
     let (a, calls) = run();
