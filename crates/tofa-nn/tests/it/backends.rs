@@ -8,20 +8,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tofa_nn::{Backend, Mode, SearchSpace, SubnetConfig, Supernet, TrainOpts};
 
-use super::{input, max_diff, tiny};
+use super::{input, max_abs, max_diff, tiny};
 
 const TOL: f32 = 1e-4;
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
 
 /// `max |a - b| / max(max |b|, floor)`.
 fn rel(a: &Tensor, b: &Tensor, floor: f32) -> f32 {

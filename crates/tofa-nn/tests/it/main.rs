@@ -24,10 +24,8 @@ fn input(b: usize, r: usize, seed: u64) -> Tensor {
     Tensor::from_vec(v, (b, 3, r, r), &Device::Cpu).unwrap()
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -35,6 +33,10 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar()
         .unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    max_abs(&(a - b).unwrap())
 }
 
 fn train<'a>(rng: &'a mut ChaCha8Rng, dropout: f32, drop_connect: f32) -> Mode<'a> {
