@@ -72,27 +72,12 @@ pub fn parse_arch(space: &SearchSpace, arch: &str) -> Result<SubnetConfig, Stage
                     "arch `{a}`: {q} is not in [0, 1]"
                 )));
             }
-            uniform(space, q)
+            SubnetConfig::uniform(space, q)
         }
         id => SubnetConfig::from_id(id)?,
     };
     cfg.validate(space)?;
     Ok(cfg)
-}
-
-fn uniform(space: &SearchSpace, q: f64) -> SubnetConfig {
-    let at = |v: &[usize]| v[((v.len() - 1) as f64 * q).round() as usize];
-    let mut cfg = SubnetConfig::maxnet(space);
-    cfg.resolution = at(&space.resolutions);
-    cfg.stem_width = at(&space.stem.widths);
-    cfg.head_width = at(&space.head.widths);
-    for (c, s) in cfg.stages.iter_mut().zip(&space.stages) {
-        c.width = at(&s.widths);
-        c.depth = at(&s.depths);
-        c.kernel = at(&s.kernels);
-        c.expand = at(&s.expands);
-    }
-    cfg
 }
 
 /// How evaluation after training is done.

@@ -9,6 +9,7 @@ fn main() {
     benchmarks::dwconv::benches();
     benchmarks::block::benches();
     benchmarks::train_step::benches();
+    benchmarks::lite0::benches();
     criterion::Criterion::default()
         .configure_from_args()
         .final_summary();

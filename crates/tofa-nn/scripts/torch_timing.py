@@ -4,6 +4,7 @@
     pip install torch --index-url <cpu wheel index>   # or any CPU torch >= 2.0
     RAYON_NUM_THREADS=2 cargo bench -p tofa-nn         # ours
     python3 crates/tofa-nn/scripts/torch_timing.py --threads 2 [--channels-last]
+    python3 crates/tofa-nn/scripts/torch_timing.py --threads 2 --lite0   # benches/benchmarks/lite0.rs
 
 Builds the `small` space's maxnet from `spaces/small.toml` with the same block layout as
 `tofa_nn::Supernet` (expand 1x1 + BN + act, depthwise kxk + BN + act, SE, project 1x1 + BN,
@@ -12,6 +13,10 @@ residual; head conv + BN + act, pool, classifier) and times, at batch 32:
     by training-mode BN and ReLU (what our fused NHWC op computes)
   - stem + one MBConv block + head (16 channels, expand 6, kernel 5): forward + backward
   - a maxnet training step (forward, cross-entropy, backward, SGD nesterov) at 32x32 and 64x64
+With `--lite0`, instead: the `lite0` space's maxnet and mid-size subnet (every choice at
+`round(0.5 (n - 1))`, as `SubnetConfig::uniform(0.5)`) at 64x64 and 96x96, a training step at
+batch 32 and an eval forward (`torch.no_grad()`) at batch 1 and 8, each in NCHW, in
+channels-last, and channels-last under `torch.compile` (inductor; the compile is not timed).
 """
 import argparse
 import pathlib
@@ -66,16 +71,16 @@ class Block(nn.Module):
         return x + y if self.res else y
 
 
-def maxnet(space, classes=10):
+def maxnet(space, classes=10, pick=max):
     st = space["stem"]
-    c = max(st["widths"])
+    c = pick(st["widths"])
     layers = [nn.Conv2d(3, c, st.get("kernel", 3), st["stride"], 1, bias=False), nn.BatchNorm2d(c), act(st["act"])]
     for s in space["stages"]:
-        out = max(s["widths"])
-        for j in range(max(s["depths"])):
-            layers.append(Block(c, out, max(s["kernels"]), max(s["expands"]), s["stride"] if j == 0 else 1, s["se"], s["act"]))
+        out = pick(s["widths"])
+        for j in range(pick(s["depths"])):
+            layers.append(Block(c, out, pick(s["kernels"]), pick(s["expands"]), s["stride"] if j == 0 else 1, s["se"], s["act"]))
             c = out
-    hw = max(space["head"]["widths"])
+    hw = pick(space["head"]["widths"])
     layers += [nn.Conv2d(c, hw, 1, bias=False), nn.BatchNorm2d(hw), act(space["head"]["act"]),
                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(hw, classes)]
     return nn.Sequential(*layers)
@@ -90,14 +95,61 @@ def timeit(f, reps):
     return (time.perf_counter() - t) / reps * 1e3
 
 
+def mid(v):
+    """`SubnetConfig::uniform(0.5)`'s choice: index round(0.5 (n - 1)), halves up."""
+    return v[int((len(v) - 1) * 0.5 + 0.5)]
+
+
+def lite0(a):
+    space = tomllib.loads((HERE.parent / "spaces" / "lite0.toml").read_text())
+    layouts = [("nchw", torch.contiguous_format, False), ("channels_last", torch.channels_last, False),
+               ("channels_last+compile", torch.channels_last, True)]
+    print("row\tlayout\tms")
+    for r in (64, 96):
+        for name, pick in (("maxnet", max), ("mid", mid)):
+            for layout, fmt, compiled in layouts:
+                torch.manual_seed(0)
+                net = maxnet(space, 10, pick)
+                for m in net.modules():
+                    if isinstance(m, nn.Dropout):
+                        m.p = 0.2
+                net = net.to(memory_format=fmt)
+                fwd = torch.compile(net) if compiled else net
+                opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-5)
+                x = torch.randn(32, 3, r, r).to(memory_format=fmt)
+                y = torch.arange(32) % 10
+
+                def step():
+                    opt.zero_grad(set_to_none=True)
+                    F.cross_entropy(fwd(x), y).backward()
+                    opt.step()
+
+                net.train()
+                print(f"lite0_train_step/{name}_b32_{r}x{r}\t{layout}\t{timeit(step, a.reps):.1f}", flush=True)
+                net.eval()
+                for b in (1, 8):
+                    xb = torch.randn(b, 3, r, r).to(memory_format=fmt)
+                    efwd = torch.compile(net) if compiled else net
+
+                    def infer():
+                        with torch.no_grad():
+                            efwd(xb)
+
+                    print(f"lite0_eval/{name}_b{b}_{r}x{r}\t{layout}\t{timeit(infer, a.reps * 3):.2f}", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--lite0", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    if a.lite0:
+        lite0(a)
+        return
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     for hw in (32, 64):
         x = torch.randn(32, 96, hw, hw).to(memory_format=fmt).requires_grad_()

@@ -68,6 +68,13 @@ impl SubnetConfig {
         Self::extreme(space, |v| v[0])
     }
 
+    /// Every elastic dimension at the choice `round(q * (n - 1))` of its `n` choices
+    /// (`0 <= q <= 1`; halves round up): a family of uniformly scaled networks, the maxnet at 1,
+    /// the minnet at 0.
+    pub fn uniform(space: &SearchSpace, q: f64) -> Self {
+        Self::extreme(space, |v| v[((v.len() - 1) as f64 * q).round() as usize])
+    }
+
     fn extreme(space: &SearchSpace, f: impl Fn(&[usize]) -> usize) -> Self {
         SubnetConfig {
             resolution: f(&space.resolutions),

@@ -64,7 +64,9 @@ def main():
     p.add_argument("--res", type=int, default=32)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--channels-last", action="store_true")
     a = p.parse_args()
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
@@ -76,12 +78,15 @@ def main():
     randoms = [subnet(space, rnd.choice, a.classes) for _ in range(2)]
     nets = [maxnet, minnet, *randoms]
     for n in nets:
-        n.to(dev)
+        n.to(dev, memory_format=fmt)
     params = [q for n in nets for q in n.parameters()]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-5)
     b, r = 32, a.res
-    xl, y = torch.randn(b, 3, r, r, device=dev), torch.arange(b, device=dev) % a.classes
-    xw, xs = torch.randn(b, 3, r, r, device=dev), torch.randn(b, 3, r, r, device=dev)
+    def img():
+        return torch.randn(b, 3, r, r, device=dev).to(memory_format=fmt)
+
+    xl, y = img(), torch.arange(b, device=dev) % a.classes
+    xw, xs = img(), img()
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -107,6 +112,7 @@ def main():
     sync()
     s = (time.perf_counter() - t) / a.reps
     where = f"{a.threads} threads" if dev.type == "cpu" else str(dev)
+    where += ", channels-last" if a.channels_last else ", NCHW"
     peak = ""
     if dev.type == "cuda":
         peak = f", peak {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB"

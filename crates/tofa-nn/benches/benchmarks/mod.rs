@@ -1,5 +1,6 @@
 pub mod block;
 pub mod dwconv;
+pub mod lite0;
 pub mod train_step;
 
 use candle_core::{Device, Tensor};
