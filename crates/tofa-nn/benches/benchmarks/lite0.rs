@@ -38,8 +38,12 @@ fn train_step(c: &mut Criterion) {
         let s = space(r);
         let net = Supernet::new(&s, 0).unwrap();
         let x = rand_t(&[32, 3, r, r], 0);
-        let y = Tensor::from_vec((0..32u32).map(|i| i % 10).collect::<Vec<_>>(), 32, &Device::Cpu)
-            .unwrap();
+        let y = Tensor::from_vec(
+            (0..32u32).map(|i| i % 10).collect::<Vec<_>>(),
+            32,
+            &Device::Cpu,
+        )
+        .unwrap();
         let mut sgd = Sgd::new(
             net.params().to_vec(),
             SgdConfig {
