@@ -86,6 +86,19 @@ def maxnet(space, classes=10, pick=max):
     return nn.Sequential(*layers)
 
 
+def sgd_step(net, fwd, x, y, weight_decay):
+    """A training step closure: forward through `fwd` (the net, or its compiled form),
+    cross-entropy, backward, SGD nesterov over `net`'s parameters."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(fwd(x), y).backward()
+        opt.step()
+
+    return step
+
+
 def timeit(f, reps):
     f()
     f()
@@ -115,15 +128,8 @@ def lite0(a):
                         m.p = 0.2
                 net = net.to(memory_format=fmt)
                 fwd = torch.compile(net) if compiled else net
-                opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-5)
                 x = torch.randn(32, 3, r, r).to(memory_format=fmt)
-                y = torch.arange(32) % 10
-
-                def step():
-                    opt.zero_grad(set_to_none=True)
-                    F.cross_entropy(fwd(x), y).backward()
-                    opt.step()
-
+                step = sgd_step(net, fwd, x, torch.arange(32) % 10, 1e-5)
                 net.train()
                 print(f"lite0_train_step/{name}_b32_{r}x{r}\t{layout}\t{timeit(step, a.reps):.1f}", flush=True)
                 net.eval()
@@ -176,15 +182,8 @@ def main():
     space = tomllib.loads((HERE.parent / "spaces" / "small.toml").read_text())
     for hw in (32, 64):
         net = maxnet(space).to(memory_format=fmt)
-        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=4e-5)
         x = torch.randn(32, 3, hw, hw).to(memory_format=fmt)
-        y = torch.arange(32) % 10
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x), y).backward()
-            opt.step()
-
+        step = sgd_step(net, net, x, torch.arange(32) % 10, 4e-5)
         print(f"train step small maxnet b32 {hw}x{hw}: {timeit(step, a.reps):8.2f} ms")
 
 

@@ -14,7 +14,7 @@
 //!
 //! [`Backend::Portable`]: crate::supernet::Backend::Portable
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::act::Fn1;
 use crate::error::Result;
@@ -96,8 +96,8 @@ pub(crate) fn batch_norm(
             (centred, var, Some(stats))
         }
         PortableNorm::Fixed(mean, var) => {
-            let centred = z.broadcast_sub(&per_channel(&mean.to_dtype(DType::F32)?)?)?;
-            (centred, per_channel(&var.to_dtype(DType::F32)?)?, None)
+            let centred = z.broadcast_sub(&per_channel(&mean)?)?;
+            (centred, per_channel(&var)?, None)
         }
     };
     let y = centred

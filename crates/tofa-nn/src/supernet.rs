@@ -6,7 +6,6 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::act::Fn1;
 use crate::config::{StageConfig, SubnetConfig};
@@ -413,8 +412,7 @@ impl Builder {
 
 /// Which implementation the supernet's layers run on. Both compute the same network (test
 /// `portable_and_fused_backends_are_the_same_network`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Backend {
     /// Our fused channels-last CPU ops ([`crate::nhwc`]): the fast path on the CPU.
     #[default]

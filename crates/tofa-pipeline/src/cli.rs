@@ -232,7 +232,7 @@ fn load(g: &Global) -> Result<Ctx> {
     if let Some(d) = &plan.device {
         // opened once here so that a bad or unavailable device fails before any stage runs
         tofa_nn::parse_device(d)
-            .with_context(|| format!("profile `{}`: the device", plan.profile))?;
+            .with_context(|| format!("the device of profile `{}` or --device", plan.profile))?;
     }
     let cache = Cache::new(
         g.cache_dir

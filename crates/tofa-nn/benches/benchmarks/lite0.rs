@@ -7,13 +7,12 @@
 //!
 //! PyTorch, same shapes: `scripts/torch_timing.py --lite0` (NCHW, channels-last, compiled).
 
-use candle_core::{Device, Tensor};
 use criterion::{Criterion, criterion_group};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tofa_nn::{Mode, SearchSpace, Sgd, SgdConfig, SubnetConfig, Supernet, TrainOpts};
+use tofa_nn::{Mode, SearchSpace, SubnetConfig, Supernet};
 
-use super::rand_t;
+use super::{labels, rand_t, sgd, train_step};
 
 fn space(r: usize) -> SearchSpace {
     SearchSpace::builtin("lite0")
@@ -31,42 +30,19 @@ fn nets(s: &SearchSpace) -> [(&'static str, SubnetConfig); 2] {
     ]
 }
 
-fn train_step(c: &mut Criterion) {
+fn train_steps(c: &mut Criterion) {
     let mut g = c.benchmark_group("lite0_train_step");
     g.sample_size(10);
     for r in [64usize, 96] {
         let s = space(r);
         let net = Supernet::new(&s, 0).unwrap();
         let x = rand_t(&[32, 3, r, r], 0);
-        let y = Tensor::from_vec(
-            (0..32u32).map(|i| i % 10).collect::<Vec<_>>(),
-            32,
-            &Device::Cpu,
-        )
-        .unwrap();
-        let mut sgd = Sgd::new(
-            net.params().to_vec(),
-            SgdConfig {
-                lr: 0.01,
-                momentum: 0.9,
-                nesterov: true,
-                weight_decay: 1e-5,
-            },
-        );
+        let y = labels(32, 10);
+        let mut sgd = sgd(&net, 1e-5);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         for (name, cfg) in nets(&s) {
             g.bench_function(format!("{name}_b32_{r}x{r}"), |b| {
-                b.iter(|| {
-                    let mode = Mode::Train(TrainOpts {
-                        rng: &mut rng,
-                        dropout: 0.2,
-                        drop_connect: 0.2,
-                        update_bn_stats: true,
-                    });
-                    let logits = net.forward_t(&x, &cfg, mode).unwrap();
-                    let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
-                    sgd.backward_step(&loss).unwrap();
-                })
+                b.iter(|| train_step(&net, &cfg, (&x, &y), &mut sgd, &mut rng, 0.2))
             });
         }
     }
@@ -91,4 +67,4 @@ fn eval(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, train_step, eval);
+criterion_group!(benches, train_steps, eval);
