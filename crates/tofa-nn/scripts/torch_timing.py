@@ -121,6 +121,8 @@ def lite0(a):
     for r in (64, 96):
         for name, pick in (("maxnet", max), ("mid", mid)):
             for layout, fmt, compiled in layouts:
+                if a.layout and layout != a.layout:
+                    continue
                 torch.manual_seed(0)
                 net = maxnet(space, 10, pick)
                 for m in net.modules():
@@ -150,6 +152,7 @@ def main():
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--lite0", action="store_true")
+    p.add_argument("--layout", help="with --lite0: time only this layout (nchw, channels_last, channels_last+compile)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

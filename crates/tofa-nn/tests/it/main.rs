@@ -3,6 +3,7 @@
 
 mod backends;
 mod lite0_reference;
+mod threads;
 
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};

@@ -1,0 +1,64 @@
+//! The fused ops split their work into blocks that depend on the shapes only (the GEMM
+//! splits along `m` and `k`, the per-channel reductions' fixed chunks), so a training step
+//! gives the same bits on any number of threads.
+
+use candle_core::Tensor;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tofa_nn::{Mode, SearchSpace, SubnetConfig, Supernet, TrainOpts};
+
+use super::input;
+
+/// Logits, loss and every parameter's gradient of one training step (dropout and
+/// drop-connect on, statistics updated) of `space`'s maxnet, in a pool of `threads`.
+fn step(space: &SearchSpace, threads: usize) -> Vec<(String, Vec<f32>)> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let net = Supernet::new(space, 3).unwrap();
+        let cfg = SubnetConfig::maxnet(space);
+        let x = input(8, cfg.resolution, 4);
+        let y =
+            Tensor::from_vec((0..8u32).map(|i| i % 10).collect::<Vec<_>>(), 8, x.device()).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mode = Mode::Train(TrainOpts {
+            rng: &mut rng,
+            dropout: 0.2,
+            drop_connect: 0.2,
+            update_bn_stats: true,
+        });
+        let logits = net.forward_t(&x, &cfg, mode).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
+        let grads = loss.backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut out = vec![("logits".to_string(), flat(&logits))];
+        for p in net.params() {
+            if let Some(g) = grads.get(&p.var) {
+                out.push((p.name.clone(), flat(g)));
+            }
+        }
+        out
+    })
+}
+
+#[test]
+fn a_training_step_gives_the_same_bits_on_one_and_two_threads() {
+    // `small` at 48 px, batch 8: the stem's weight gradient sums over 8 * 24 * 24 = 4,608
+    // pixels (split along k), the first layers' products have thousands of rows (split
+    // along m), the last ones are small (one product)
+    let space = SearchSpace::builtin("small")
+        .unwrap()
+        .with_num_classes(10)
+        .unwrap()
+        .with_resolutions(vec![48])
+        .unwrap();
+    let one = step(&space, 1);
+    let two = step(&space, 2);
+    assert!(one.len() > 20, "{} tensors compared", one.len());
+    for ((name, a), (_, b)) in one.iter().zip(&two) {
+        let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{name}: one thread and two threads differ");
+    }
+}
