@@ -249,158 +249,47 @@ unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut f32, v.len(), v.capacity()) }
 }
 
-/// Rows of one block, at least, when [`matmul`] splits along `m`.
-const M_BLOCK: usize = 128;
-/// Multiply-adds per block aimed at when [`matmul`] splits along `m`.
-const BLOCK_MACS: usize = 1 << 20;
-/// Products below this many multiply-adds run as one product.
-const PAR_MIN_MACS: usize = 1 << 18;
-
-/// `a (m x k) * b (k x n)` as a new row-major `m x n` matrix, with the `gemm` crate.
-///
-/// Why not always `gemm::Parallelism::Rayon`: `gemm` parallelises one product over blocks of
-/// its output, which a weight gradient (`cout x k*k*cin`, summed over `B*H*W` rows, so `k` in
-/// the thousands and the output a few thousand floats) hardly has: on the Lite0 mid subnet's
-/// backward pass (64 px, batch 32) the weight-gradient products took 18.6 ms on one thread
-/// and 18.9 ms on two. So [`split_for`] splits the work here, once per product, into blocks
-/// of output rows that run single-threaded on rayon's threads. Each output element is summed
-/// exactly as in one product, so the bits do not depend on the split or the number of threads
-/// (tests `every_matmul_split_gives_the_same_bits` and
-/// `a_training_step_gives_the_same_bits_on_one_and_two_threads`).
-///
-/// Not done: splitting along `k` (partial products summed in order) would also spread the
-/// weight gradients of the early layers, whose output is too small to split by rows (stem:
-/// `32 x 27` summed over 32,768 pixels at 64 px); measured 1.6-2.5x faster on two threads in
-/// isolation, ~3% of a Lite0 step. It changes the summation order, hence every trained
-/// network's bits and the committed results; it waits for a change that re-versions the
-/// training stages anyway.
+/// `a (m x k) * b (k x n)` as a new row-major `m x n` matrix, with the `gemm` crate on rayon's
+/// threads.
 fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat) -> Vec<f32> {
-    matmul_with(split_for(m, n, k), m, n, k, a, b)
-}
-
-/// How [`matmul`] splits a product between threads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Split {
-    /// One product on the calling thread.
-    None,
-    /// One product on `gemm`'s own threads.
-    Gemm,
-    /// Blocks of this many output rows (more than 64), the last one with the remainder.
-    M(usize),
-}
-
-/// - along `m` when there are rows to spare (`m >= 2 M_BLOCK`: activations, and the weight
-///   gradients of wide layers), in blocks of about [`BLOCK_MACS`] and at least [`M_BLOCK`] rows
-///   (a multiple of 16, gemm's micro-tile height);
-/// - else `gemm`'s threads, or none for products under [`PAR_MIN_MACS`].
-fn split_for(m: usize, n: usize, k: usize) -> Split {
-    if m * n * k < PAR_MIN_MACS {
-        Split::None
-    } else if m >= 2 * M_BLOCK {
-        Split::M((BLOCK_MACS / (n * k)).max(M_BLOCK).next_multiple_of(16))
-    } else {
-        Split::Gemm
-    }
-}
-
-fn matmul_with(split: Split, m: usize, n: usize, k: usize, a: Mat, b: Mat) -> Vec<f32> {
     assert!(a.fits(m, k) && b.fits(k, n), "matmul shapes");
     if m == 0 || n == 0 || k == 0 {
         return vec![0f32; m * n];
     }
-    let mut dst = uninit(m * n);
     let threads = rayon::current_num_threads();
-    // on one thread blocks buy nothing (and cost a re-packed `b` each); the bits are the same
-    let split = if threads == 1 { Split::None } else { split };
-    if let Split::M(rows) = split {
-        // the last block takes the remainder: a block of 64 rows or fewer would take gemm's
-        // small-matrix path, whose blocking of `k` (and so its rounding) differs
-        let blocks = (m / rows).max(1);
-        let mut parts = Vec::with_capacity(blocks);
-        let mut rest = &mut dst[..];
-        for i in 0..blocks {
-            let r = if i + 1 == blocks { m - i * rows } else { rows };
-            let (d, tail) = rest.split_at_mut(r * n);
-            parts.push((i * rows, r, d));
-            rest = tail;
-        }
-        parts.into_par_iter().for_each(|(m0, r, d)| {
-            let single = gemm::Parallelism::None;
-            // SAFETY: rows `m0..m0 + r` of `a` lie inside it (`fits` above); `d` holds `r`
-            // rows of the output.
-            unsafe { gemm_into(r, n, k, d, a.at(m0, 0), b.at(0, 0), single) };
-        });
+    let par = if threads > 1 && m * n * k > 1 << 15 {
+        gemm::Parallelism::Rayon(threads)
     } else {
-        let par = if split == Split::Gemm {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: `a` and `b` fit the product (`fits` above); `dst` holds `m * n` floats.
-        unsafe { gemm_into(m, n, k, &mut dst, a.at(0, 0), b.at(0, 0), par) };
-    }
-    // SAFETY: the products wrote every element.
-    unsafe { assume_init(dst) }
-}
-
-/// `n` uninitialised floats.
-fn uninit(n: usize) -> Vec<MaybeUninit<f32>> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: `MaybeUninit` elements need no initialisation.
-    unsafe { v.set_len(n) };
-    v
-}
-
-/// A matrix operand for `gemm`: a pointer to its first element and its (row, column) strides.
-#[derive(Clone, Copy)]
-struct Operand {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
-}
-
-impl Mat<'_> {
-    /// The operand whose first element is this matrix's element `(row, col)`.
-    ///
-    /// # Safety
-    /// `(row, col)` and every element the product reads from there must lie in `data`.
-    unsafe fn at(&self, row: usize, col: usize) -> Operand {
-        Operand {
-            // SAFETY: the caller guarantees the element lies in `data`.
-            ptr: unsafe {
-                self.data
-                    .as_ptr()
-                    .add(self.off + row * self.rs + col * self.cs)
-            },
-            rs: self.rs as isize,
-            cs: self.cs as isize,
-        }
-    }
-}
-
-/// `dst (m x n, row-major) = a (m x k) * b (k x n)`.
-///
-/// # Safety
-/// `a` and `b` must point at readable `m x k` and `k x n` matrices and `dst` must hold `m * n`
-/// floats; with `read_dst` false gemm writes each output element without reading it (candle
-/// calls gemm the same way on uninitialised buffers).
-unsafe fn gemm_into(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [MaybeUninit<f32>],
-    a: Operand,
-    b: Operand,
-    par: gemm::Parallelism,
-) {
-    debug_assert_eq!(dst.len(), m * n);
-    let d = dst.as_mut_ptr() as *mut f32;
-    // SAFETY: forwarded from the caller.
+        gemm::Parallelism::None
+    };
+    let mut dst: Vec<MaybeUninit<f32>> = Vec::with_capacity(m * n);
+    // SAFETY: every element the product reads lies inside `a` or `b` (checked by `fits`
+    // above); `dst` has room for `m * n` elements and, with `read_dst` false, gemm writes each
+    // of them without reading it (candle calls gemm the same way on uninitialised buffers).
     unsafe {
         gemm::gemm(
-            m, n, k, d, 1, n as isize, false, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 0.0, 1.0,
-            false, false, false, par,
-        )
+            m,
+            n,
+            k,
+            dst.as_mut_ptr() as *mut f32,
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr().add(a.off),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.off),
+            b.cs as isize,
+            b.rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+        dst.set_len(m * n);
+        assume_init(dst)
     }
 }
 
@@ -1368,7 +1257,7 @@ mod tests {
     use crate::dwconv::depthwise_conv2d_padded;
     use crate::testutil::{max_diff, uniform};
     use candle_core::{Device, Var};
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
     fn rand_var(shape: &[usize], rng: &mut ChaCha8Rng) -> Var {
@@ -1427,71 +1316,6 @@ mod tests {
                 d < 2e-4 * scale.max(1.0),
                 "{what}: gradient {i} differs by {d}"
             );
-        }
-    }
-
-    /// `a (m x k, row-major) * b (k x n)` with `b` stored transposed (`n x k`), in f64.
-    fn naive(m: usize, n: usize, k: usize, a: &[f32], bt: &[f32]) -> Vec<f64> {
-        let mut out = vec![0f64; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                out[i * n + j] = (0..k)
-                    .map(|l| a[i * k + l] as f64 * bt[j * k + l] as f64)
-                    .sum();
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn every_matmul_split_gives_the_same_bits() {
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        // (m, n, k, the split `matmul` picks): ragged last blocks, long k
-        let cases = [
-            (24, 20, 4173, Split::Gemm),
-            (2 * M_BLOCK + 5, 40, 600, Split::M(128)),
-            (3 * 1024 + 1, 16, 64, Split::M(1024)),
-            (70, 90, 64, Split::Gemm),
-            (9, 7, 5, Split::None),
-        ];
-        for (m, n, k, picked) in cases {
-            assert_eq!(split_for(m, n, k), picked, "{m}x{n}x{k}");
-            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let bt: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let want = naive(m, n, k, &a, &bt);
-            let am = Mat {
-                data: &a,
-                off: 0,
-                rs: k,
-                cs: 1,
-            };
-            // `b` read through its transpose: column stride k, row stride 1
-            let bm = Mat {
-                data: &bt,
-                off: 0,
-                rs: 1,
-                cs: k,
-            };
-            let one = matmul_with(Split::None, m, n, k, am, bm);
-            let err = one
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (*g as f64 - w).abs())
-                .fold(0f64, f64::max);
-            assert!(err < 1e-5 * k as f64, "{m}x{n}x{k}: error {err}");
-            // in a pool of two (on one thread `matmul_with` runs one product)
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(2)
-                .build()
-                .unwrap();
-            for split in [Split::Gemm, Split::M(M_BLOCK), picked] {
-                let got = pool.install(|| matmul_with(split, m, n, k, am, bm));
-                let same = got
-                    .iter()
-                    .zip(&one)
-                    .all(|(g, o)| g.to_bits() == o.to_bits());
-                assert!(same, "{m}x{n}x{k} {split:?}: not the bits of one product");
-            }
         }
     }
 

@@ -1,6 +1,8 @@
-//! The fused ops split their work into blocks that depend on the shapes only (the GEMM
-//! splits along `m` and `k`, the per-channel reductions' fixed chunks), so a training step
-//! gives the same bits on any number of threads.
+//! The fused ops split their reductions into chunks that depend on the shapes only (the
+//! per-channel statistics, the depthwise weight gradient per image), and gemm's own threads
+//! split only its output, so a training step gives the same bits on any number of threads.
+//! (`tofa-pipeline` runs stages with as many threads as it has to spare; a cache key holds
+//! no thread count.)
 
 use candle_core::Tensor;
 use rand::SeedableRng;
@@ -45,9 +47,8 @@ fn step(space: &SearchSpace, threads: usize) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn a_training_step_gives_the_same_bits_on_one_and_two_threads() {
-    // `small` at 48 px, batch 8: the stem's weight gradient sums over 8 * 24 * 24 = 4,608
-    // pixels (split along k), the first layers' products have thousands of rows (split
-    // along m), the last ones are small (one product)
+    // `small` at 48 px, batch 8: products with thousands of rows (gemm on two threads) and
+    // small ones (one thread), reductions over many chunks
     let space = SearchSpace::builtin("small")
         .unwrap()
         .with_num_classes(10)
