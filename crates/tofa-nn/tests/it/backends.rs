@@ -6,9 +6,9 @@
 use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tofa_nn::{Backend, Mode, SearchSpace, SubnetConfig, Supernet, TrainOpts};
+use tofa_nn::{Backend, Mode, SearchSpace, SubnetConfig, Supernet};
 
-use super::{input, max_abs, max_diff, tiny};
+use super::{input, max_abs, max_diff, tiny, train_updating};
 
 const TOL: f32 = 1e-4;
 
@@ -78,13 +78,9 @@ fn same_network(space: &SearchSpace) {
         // training: dropout and drop-connect masks from equal streams, running statistics updated
         let train = |net: &Supernet| {
             let mut rng = ChaCha8Rng::seed_from_u64(5);
-            let mode = Mode::Train(TrainOpts {
-                rng: &mut rng,
-                dropout: 0.3,
-                drop_connect: 0.5,
-                update_bn_stats: true,
-            });
-            let logits = net.forward_t(&x, cfg, mode).unwrap();
+            let logits = net
+                .forward_t(&x, cfg, train_updating(&mut rng, 0.3, 0.5))
+                .unwrap();
             let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
             (logits, loss.backward().unwrap())
         };

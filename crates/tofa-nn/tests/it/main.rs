@@ -41,11 +41,25 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn train<'a>(rng: &'a mut ChaCha8Rng, dropout: f32, drop_connect: f32) -> Mode<'a> {
+    train_with(rng, dropout, drop_connect, false)
+}
+
+/// As [`train`], updating the running statistics.
+fn train_updating<'a>(rng: &'a mut ChaCha8Rng, dropout: f32, drop_connect: f32) -> Mode<'a> {
+    train_with(rng, dropout, drop_connect, true)
+}
+
+fn train_with(
+    rng: &mut ChaCha8Rng,
+    dropout: f32,
+    drop_connect: f32,
+    update_bn_stats: bool,
+) -> Mode<'_> {
     Mode::Train(TrainOpts {
         rng,
         dropout,
         drop_connect,
-        update_bn_stats: false,
+        update_bn_stats,
     })
 }
 
@@ -224,13 +238,8 @@ fn training_updates_running_statistics_of_active_channels() {
     let net = Supernet::new(&s, 1).unwrap();
     let cfg = SubnetConfig::minnet(&s);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mode = Mode::Train(TrainOpts {
-        rng: &mut rng,
-        dropout: 0.0,
-        drop_connect: 0.0,
-        update_bn_stats: true,
-    });
-    net.forward_t(&input(4, 32, 6), &cfg, mode).unwrap();
+    net.forward_t(&input(4, 32, 6), &cfg, train_updating(&mut rng, 0.0, 0.0))
+        .unwrap();
     let t = net.tensors();
     let m: Vec<f32> = t["head.bn.running_mean"].to_vec1().unwrap();
     assert!(m[..48].iter().any(|v| *v != 0.0));

@@ -7,9 +7,9 @@
 use candle_core::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tofa_nn::{Mode, SearchSpace, SubnetConfig, Supernet, TrainOpts};
+use tofa_nn::{SearchSpace, SubnetConfig, Supernet};
 
-use super::input;
+use super::{input, train_updating};
 
 /// Logits, loss and every parameter's gradient of one training step (dropout and
 /// drop-connect on, statistics updated) of `space`'s maxnet, in a pool of `threads`.
@@ -25,13 +25,9 @@ fn step(space: &SearchSpace, threads: usize) -> Vec<(String, Vec<f32>)> {
         let y =
             Tensor::from_vec((0..8u32).map(|i| i % 10).collect::<Vec<_>>(), 8, x.device()).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let mode = Mode::Train(TrainOpts {
-            rng: &mut rng,
-            dropout: 0.2,
-            drop_connect: 0.2,
-            update_bn_stats: true,
-        });
-        let logits = net.forward_t(&x, &cfg, mode).unwrap();
+        let logits = net
+            .forward_t(&x, &cfg, train_updating(&mut rng, 0.2, 0.2))
+            .unwrap();
         let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
         let grads = loss.backward().unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
