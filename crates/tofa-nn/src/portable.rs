@@ -1,6 +1,6 @@
 //! The supernet's layers on candle's own tensor ops, in NCHW: the [`Backend::Portable`] path.
 //!
-//! Our fused ops ([`crate::nhwc`], [`crate::act`]) have CPU kernels only. Everything here is a
+//! Our fused ops ([`crate::ops`]) have CPU kernels only. Everything here is a
 //! composition of candle ops with candle's autograd, so it runs on every device candle runs
 //! on (CUDA included) and computes the same network: test
 //! `portable_and_fused_backends_are_the_same_network` (logits, every gradient, BN statistics).
@@ -16,8 +16,8 @@
 
 use candle_core::Tensor;
 
-use crate::act::Fn1;
 use crate::error::Result;
+use crate::ops::act::Fn1;
 
 /// How a BN layer normalises.
 pub(crate) enum PortableNorm {
@@ -107,7 +107,7 @@ pub(crate) fn batch_norm(
     Ok((y, stats))
 }
 
-/// `f(x)` from candle ops (the same functions as [`crate::act::apply`]).
+/// `f(x)` from candle ops (the same functions as [`crate::ops::act::apply`]).
 pub(crate) fn act(x: &Tensor, f: Fn1) -> Result<Tensor> {
     let relu6 = |t: &Tensor| t.clamp(0f32, 6f32);
     Ok(match f {
@@ -121,7 +121,7 @@ pub(crate) fn act(x: &Tensor, f: Fn1) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dwconv::depthwise_conv2d_padded;
+    use crate::ops::reference::dwconv::depthwise_conv2d_padded;
     use crate::testutil::{max_diff, uniform};
     use rand::SeedableRng;
 

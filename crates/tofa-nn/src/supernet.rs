@@ -7,10 +7,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::act::Fn1;
 use crate::config::{StageConfig, SubnetConfig};
 use crate::error::{NnError, Result};
-use crate::nhwc::{self, BatchStats, FusedSpec, Layout4, Norm};
+use crate::ops::act::Fn1;
+use crate::ops::{self, BatchStats, FusedSpec, Layout4, Norm};
 use crate::portable::{self, PortableNorm};
 use crate::space::{Activation, Padding, SearchSpace, max_of, se_channels};
 
@@ -414,7 +414,7 @@ impl Builder {
 /// `portable_and_fused_backends_are_the_same_network`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Backend {
-    /// Our fused channels-last CPU ops ([`crate::nhwc`]): the fast path on the CPU.
+    /// Our fused channels-last CPU ops ([`crate::ops`]): the fast path on the CPU.
     #[default]
     Fused,
     /// candle's own ops in NCHW ([`crate::portable`]): runs on every device candle supports,
@@ -434,7 +434,7 @@ impl Backend {
 
 /// The elastic MBConv supernet.
 ///
-/// Layout of a block: see [`MbBlock::forward`]; weights are allocated at maxnet size, and a
+/// Layout of a block: see `MbBlock::forward`; weights are allocated at maxnet size, and a
 /// subnet runs on their leading channels (views).
 pub struct Supernet {
     space: SearchSpace,
@@ -715,7 +715,7 @@ impl Supernet {
             params: 0,
         };
         let s = &self.space;
-        // fused: activations are channels-last from the stem on (see `crate::nhwc`)
+        // fused: activations are channels-last from the stem on (see `crate::ops`)
         let mut x = self.stem.forward(
             &mut ctx,
             x,
@@ -814,11 +814,11 @@ impl Ctx<'_, '_> {
                     norm,
                 };
                 let (y, stats) = match kind {
-                    ConvKind::Stem => nhwc::conv_bn_act(x, w, &gamma, &beta, Layout4::Nchw, spec)?,
+                    ConvKind::Stem => ops::conv_bn_act(x, w, &gamma, &beta, Layout4::Nchw, spec)?,
                     ConvKind::Pointwise => {
-                        nhwc::conv_bn_act(x, w, &gamma, &beta, Layout4::Nhwc, spec)?
+                        ops::conv_bn_act(x, w, &gamma, &beta, Layout4::Nhwc, spec)?
                     }
-                    ConvKind::Depthwise => nhwc::dw_bn_act(x, w, &gamma, &beta, spec)?,
+                    ConvKind::Depthwise => ops::dw_bn_act(x, w, &gamma, &beta, spec)?,
                 };
                 (y, stats.map(Measured::Host))
             }
@@ -863,7 +863,7 @@ impl Ctx<'_, '_> {
     /// An activation of any tensor.
     fn act(&self, x: &Tensor, f: Fn1) -> Result<Tensor> {
         match self.backend {
-            Backend::Fused => crate::act::apply(x, f),
+            Backend::Fused => crate::ops::act::apply(x, f),
             Backend::Portable => portable::act(x, f),
         }
     }
@@ -871,7 +871,7 @@ impl Ctx<'_, '_> {
     /// Global average pooling: `[B, C]`.
     fn spatial_mean(&self, x: &Tensor) -> Result<Tensor> {
         match self.backend {
-            Backend::Fused => nhwc::spatial_mean(x),
+            Backend::Fused => ops::spatial_mean(x),
             Backend::Portable => Ok(x.mean((2, 3))?),
         }
     }
@@ -879,7 +879,7 @@ impl Ctx<'_, '_> {
     /// Scales each image's channels by `s [B, C]` (SE's excitation).
     fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
         match self.backend {
-            Backend::Fused => nhwc::channel_scale(x, s),
+            Backend::Fused => ops::channel_scale(x, s),
             Backend::Portable => {
                 let (b, c) = s.dims2()?;
                 Ok(x.broadcast_mul(&s.reshape((b, c, 1, 1))?)?)

@@ -4,9 +4,9 @@
 
 use candle_core::Var;
 use criterion::{Criterion, criterion_group};
-use tofa_nn::act::Fn1;
-use tofa_nn::dwconv::depthwise_conv2d;
-use tofa_nn::nhwc::{FusedSpec, Norm, dw_bn_act};
+use tofa_nn::ops::act::Fn1;
+use tofa_nn::ops::reference::dwconv::depthwise_conv2d;
+use tofa_nn::ops::{FusedSpec, Norm, dw_bn_act};
 
 use super::rand_t;
 
