@@ -19,6 +19,79 @@ pub struct Row {
     pub metrics: BTreeMap<String, Value>,
 }
 
+/// A row type with a fixed schema: one struct per result table, written with
+/// [`StageContext::emit_row`] and read with [`DepOutput::rows_of`], so the stage that writes a
+/// table and the stages that read it share one definition instead of spelling field names.
+///
+/// The struct serialises to a JSON object; the fields named in [`KEYS`](Self::KEYS) become the
+/// row's keys and the others its metrics. An `Option` field that is `None` is stored as `null`
+/// unless the field skips it (`skip_serializing_if`), so a typed row can reproduce any
+/// untyped one exactly.
+pub trait TableRow: Serialize + DeserializeOwned {
+    /// The result table the rows belong to.
+    const TABLE: &'static str;
+    /// The fields that identify a row (the others are metrics).
+    const KEYS: &'static [&'static str];
+}
+
+/// A row that does not fit its [`TableRow`] type.
+#[derive(Debug, thiserror::Error)]
+#[error("a `{table}` row{}: {message}", stage.as_ref().map(|s| format!(" of stage `{s}`")).unwrap_or_default())]
+pub struct RowError {
+    pub table: String,
+    /// The stage the row came from, when known.
+    pub stage: Option<String>,
+    pub message: String,
+}
+
+impl Row {
+    /// The untyped form of `row`.
+    pub fn of<T: TableRow>(row: &T) -> Result<Row, RowError> {
+        let err = |message: String| RowError {
+            table: T::TABLE.to_string(),
+            stage: None,
+            message,
+        };
+        let fields = match serde_json::to_value(row) {
+            Ok(Value::Object(f)) => f,
+            Ok(v) => return Err(err(format!("serialises to {v}, not an object"))),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let (mut keys, mut metrics) = (BTreeMap::new(), BTreeMap::new());
+        for (k, v) in fields {
+            if T::KEYS.contains(&k.as_str()) {
+                keys.insert(k, v);
+            } else {
+                metrics.insert(k, v);
+            }
+        }
+        Ok(Row {
+            table: T::TABLE.to_string(),
+            keys,
+            metrics,
+        })
+    }
+
+    /// This row as a `T`: its keys and metrics together must deserialise into `T`.
+    pub fn parse<T: TableRow>(&self) -> Result<T, RowError> {
+        let err = |message: String| RowError {
+            table: self.table.clone(),
+            stage: None,
+            message,
+        };
+        if self.table != T::TABLE {
+            return Err(err(format!("read as a `{}` row", T::TABLE)));
+        }
+        let mut all = serde_json::Map::new();
+        for (k, v) in self.keys.iter().chain(&self.metrics) {
+            if all.insert(k.clone(), v.clone()).is_some() {
+                return Err(err(format!("`{k}` is both a key and a metric")));
+            }
+        }
+        serde_json::from_value(Value::Object(all)).map_err(|e| err(e.to_string()))
+    }
+}
+
 /// What a stage sees of one of its dependencies.
 #[derive(Debug, Clone)]
 pub struct DepOutput {
@@ -56,6 +129,22 @@ pub struct StageContext {
     pub(crate) rows: Vec<Row>,
 }
 
+impl DepOutput {
+    /// The dependency's rows of `T`'s table, typed; an error names the stage and the field.
+    pub fn rows_of<T: TableRow>(&self) -> Result<Vec<T>, RowError> {
+        self.rows
+            .iter()
+            .filter(|r| r.table == T::TABLE)
+            .map(|r| {
+                r.parse().map_err(|e| RowError {
+                    stage: Some(self.id.clone()),
+                    ..e
+                })
+            })
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for StageContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StageContext")
@@ -78,6 +167,17 @@ impl StageContext {
             keys,
             metrics,
         });
+    }
+
+    /// Records a typed result row (see [`TableRow`]).
+    pub fn emit_row<T: TableRow>(&mut self, row: &T) -> Result<(), RowError> {
+        self.rows.push(Row::of(row)?);
+        Ok(())
+    }
+
+    /// The dependencies of stage kind `K`, in id order.
+    pub fn deps_of<K: StageKind>(&self) -> impl Iterator<Item = &DepOutput> {
+        self.deps.values().filter(|d| d.kind == K::NAME)
     }
 
     /// A path inside the output directory.
@@ -293,6 +393,69 @@ impl StageKind for Fail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Score {
+        name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        score: f64,
+        note: Option<String>,
+    }
+
+    impl TableRow for Score {
+        const TABLE: &'static str = "scores";
+        const KEYS: &'static [&'static str] = &["name", "tag"];
+    }
+
+    #[test]
+    fn typed_rows_split_into_keys_and_metrics_and_read_back() {
+        let s = Score {
+            name: "a".into(),
+            tag: None,
+            score: 1.5,
+            note: None,
+        };
+        let row = Row::of(&s).unwrap();
+        assert_eq!(row.table, "scores");
+        assert_eq!(
+            serde_json::to_value(&row.keys).unwrap(),
+            serde_json::json!({"name": "a"})
+        );
+        assert_eq!(
+            serde_json::to_value(&row.metrics).unwrap(),
+            serde_json::json!({"score": 1.5, "note": null})
+        );
+        assert_eq!(row.parse::<Score>().unwrap(), s);
+        let dep = DepOutput {
+            id: "stage-x".into(),
+            kind: "k".into(),
+            dir: PathBuf::new(),
+            rows: vec![
+                row.clone(),
+                Row {
+                    table: "other".into(),
+                    keys: BTreeMap::new(),
+                    metrics: BTreeMap::new(),
+                },
+            ],
+        };
+        assert_eq!(dep.rows_of::<Score>().unwrap(), vec![s]);
+        let mut bad = row;
+        bad.metrics.remove("score");
+        let dep = DepOutput {
+            rows: vec![bad.clone()],
+            ..dep
+        };
+        let e = dep.rows_of::<Score>().unwrap_err().to_string();
+        assert!(
+            e.contains("`scores` row of stage `stage-x`") && e.contains("missing field `score`"),
+            "{e}"
+        );
+        bad.table = "other".into();
+        let e = bad.parse::<Score>().unwrap_err().to_string();
+        assert!(e.contains("read as a `scores` row"), "{e}");
+    }
 
     #[test]
     fn canonical_fills_defaults_and_rejects_unknown() {
