@@ -10,8 +10,9 @@ use tofa_runner::BoxError;
 use tofa_runner::kind::{StageContext, StageKind};
 use tofa_select::{BenchOpts, BenchResult, bench_in_fresh_process, bench_in_process};
 
-use crate::select::PaletteEntry;
-use crate::{StageError, map, one_dep};
+use crate::rows::{LatencyRow, PaletteRow};
+use crate::select::{Palette, PaletteEntry, Role};
+use crate::{StageError, one_dep};
 
 /// `device_bench` stage kind.
 #[derive(Debug)]
@@ -50,16 +51,14 @@ impl StageKind for DeviceBench {
     const VERSION: &'static str = "1";
 
     fn run(&self, p: &DeviceBenchParams, ctx: &mut StageContext) -> Result<(), BoxError> {
-        let dep = one_dep(ctx, "palette")?;
-        let entries: Vec<PaletteEntry> = crate::read_json(&dep.dir.join("palette.json"))?;
+        let dep = one_dep::<Palette>(ctx)?;
+        let entries = PaletteEntry::read(dep)?;
 
         let dep_dir = dep.dir.clone();
         let dataset = dep
-            .rows
-            .iter()
-            .find_map(|r| r.keys.get("dataset").and_then(|v| v.as_str()))
-            .unwrap_or("?")
-            .to_string();
+            .rows_of::<PaletteRow>()?
+            .first()
+            .map_or_else(|| "?".to_string(), |r| r.dataset.clone());
         let exe = bench_exe()?;
         let mut seen = std::collections::BTreeSet::new();
         ctx.progress.set_total(entries.len() as u64, "models");
@@ -76,37 +75,27 @@ impl StageKind for DeviceBench {
             } else {
                 bench_in_process(&dir, &p.opts)?
             };
-            let model = if e.role == "budget" {
-                e.id.clone()
-            } else {
-                e.role.clone()
+            let model = match e.role {
+                Role::Maxnet => "maxnet".to_string(),
+                Role::Minnet => "minnet".to_string(),
+                Role::Budget => e.id.clone(),
             };
             for l in &r.latency {
-                ctx.emit(
-                    "latency",
-                    map![
-                        ("dataset", dataset.clone()),
-                        ("model", model.clone()),
-                        ("batch", l.batch)
-                    ],
-                    map![
-                        ("mflops", e.mflops),
-                        ("test_acc", e.test_acc),
-                        ("median_ms", l.median_ms),
-                        ("p90_ms", l.p90_ms),
-                        ("per_image_ms", l.per_image_ms),
-                        ("peak_rss_mb", r.memory.peak_rss_bytes as f64 / 1048576.0),
-                        (
-                            "peak_over_baseline_mb",
-                            r.memory.peak_minus_baseline_bytes as f64 / 1048576.0
-                        ),
-                        ("param_mb", r.memory.param_bytes as f64 / 1048576.0),
-                        (
-                            "activation_peak_mb",
-                            r.memory.activation_peak_bytes as f64 / 1048576.0
-                        )
-                    ],
-                );
+                const MIB: f64 = 1048576.0;
+                ctx.emit_row(&LatencyRow {
+                    dataset: dataset.clone(),
+                    model: model.clone(),
+                    batch: l.batch,
+                    mflops: e.mflops,
+                    test_acc: e.test_acc,
+                    median_ms: l.median_ms,
+                    p90_ms: l.p90_ms,
+                    per_image_ms: l.per_image_ms,
+                    peak_rss_mb: r.memory.peak_rss_bytes as f64 / MIB,
+                    peak_over_baseline_mb: r.memory.peak_minus_baseline_bytes as f64 / MIB,
+                    param_mb: r.memory.param_bytes as f64 / MIB,
+                    activation_peak_mb: r.memory.activation_peak_bytes as f64 / MIB,
+                })?;
             }
             results.push(r);
         }

@@ -215,6 +215,10 @@ pub struct SplitParams {
     pub validation_fraction: f64,
 }
 
+/// The files a `split` stage writes and [`Prepared`] reads: the data spec and the split.
+const DATA_FILE: &str = "data.json";
+const SPLIT_FILE: &str = "split.json";
+
 /// A data set loaded as a `split` stage pinned it.
 #[derive(Debug)]
 pub struct Prepared {
@@ -224,11 +228,16 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Reloads the data of the stage's one `split` dependency.
+    pub fn of(ctx: &StageContext) -> Result<Self, StageError> {
+        Self::from_dep(crate::one_dep::<Split>(ctx)?)
+    }
+
     /// Reloads the data of a `split` dependency and checks it against the pinned digest.
     pub fn from_dep(dep: &DepOutput) -> Result<Self, StageError> {
-        let spec: DataSpec = crate::read_json(&dep.dir.join("data.json"))?;
+        let spec: DataSpec = crate::read_json(&dep.dir.join(DATA_FILE))?;
         let data = spec.load()?;
-        let path = dep.dir.join("split.json");
+        let path = dep.dir.join(SPLIT_FILE);
         let split = SplitManifest::load(&path)?;
         split.check_against(&data.train, &path)?;
         Ok(Self { spec, data, split })
@@ -260,22 +269,19 @@ impl StageKind for Split {
             seed: ctx.seed,
         };
         let manifest = SplitManifest::new(&tt.train, &spec)?;
-        manifest.save(&ctx.out("split.json"))?;
-        crate::write_json(&ctx.out("data.json"), &p.data)?;
+        manifest.save(&ctx.out(SPLIT_FILE))?;
+        crate::write_json(&ctx.out(DATA_FILE), &p.data)?;
         let s = &manifest.split;
-        ctx.emit(
-            "datasets",
-            crate::map![("dataset", p.data.name.clone())],
-            crate::map![
-                ("classes", tt.train.num_classes()),
-                ("train", tt.train.len()),
-                ("labelled", s.labelled.len()),
-                ("unlabelled", s.unlabelled.len()),
-                ("validation", s.validation.len()),
-                ("test", tt.test.len()),
-                ("resolution", p.data.resolution),
-            ],
-        );
+        ctx.emit_row(&crate::rows::DatasetRow {
+            dataset: p.data.name.clone(),
+            classes: tt.train.num_classes(),
+            train: tt.train.len(),
+            labelled: s.labelled.len(),
+            unlabelled: s.unlabelled.len(),
+            validation: s.validation.len(),
+            test: tt.test.len(),
+            resolution: p.data.resolution,
+        })?;
         Ok(())
     }
 }

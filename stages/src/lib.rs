@@ -8,23 +8,26 @@
 //! | `baseline_train` | [`train`] | single-network training (Table 3 baselines, per-budget fine-tuning) |
 //! | `palette` | [`select`] | Algorithm 2 over budgets, each subnet tested and exported |
 //! | `selection` | [`select`] | fixed rule vs random vs evolutionary search, with costs |
-//! | `device_bench` | [`bench`] | latency and peak memory of exported models, fresh process each |
+//! | `device_bench` | [`bench`](mod@bench) | latency and peak memory of exported models, fresh process each |
 //! | `artifact` | [`report`] | one paper table or figure from its dependencies' rows |
 //! | `report` | [`report`] | `REPORT.md` from the artifacts, with provenance |
 //!
 //! Stages pass files, never memory: a training stage writes `supernet.safetensors`,
 //! `space.toml` and `omega.json`; the stages after it read them from the dependency's
-//! directory. Files under `publish/` are copied by the binary into `reports/<profile>/`.
+//! directory, each file through the one function or constant beside its writer. Result rows
+//! are typed ([`rows`]). Dependencies are found by kind ([`one_dep`]`::<K>`, which names
+//! `K::NAME`). Files under `publish/` are copied by the binary into `reports/<profile>/`.
 
 pub mod bench;
 pub mod data;
 pub mod report;
+pub mod rows;
 pub mod select;
 pub mod train;
 
 use std::path::Path;
 
-use tofa_runner::kind::{DepOutput, Registry, StageContext};
+use tofa_runner::kind::{DepOutput, Registry, StageContext, StageKind};
 
 /// Every stage kind the `tofa-pipeline` binary knows.
 pub fn registry() -> Registry {
@@ -60,6 +63,9 @@ pub enum StageError {
     Select(#[from] tofa_select::SelectError),
     #[error(transparent)]
     Report(#[from] tofa_report::ReportError),
+    /// A dependency's row does not fit its table's type (see [`rows`]).
+    #[error(transparent)]
+    Row(#[from] tofa_runner::kind::RowError),
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -83,18 +89,14 @@ pub fn device(ctx: &StageContext) -> Result<candle_core::Device> {
     Ok(tofa_nn::parse_device(&ctx.device)?)
 }
 
-/// The dependencies of `kind`, in id order.
-pub fn deps_of_kind<'a>(ctx: &'a StageContext, kind: &str) -> Vec<&'a DepOutput> {
-    ctx.deps.values().filter(|d| d.kind == kind).collect()
-}
-
-/// The one dependency of `kind`; an error naming the stage otherwise.
-pub fn one_dep<'a>(ctx: &'a StageContext, kind: &str) -> Result<&'a DepOutput> {
-    match deps_of_kind(ctx, kind).as_slice() {
+/// The one dependency of stage kind `K`; an error naming the stage otherwise.
+pub fn one_dep<K: StageKind>(ctx: &StageContext) -> Result<&DepOutput> {
+    match ctx.deps_of::<K>().collect::<Vec<_>>().as_slice() {
         [d] => Ok(d),
         ds => Err(StageError::Deps(format!(
-            "stage `{}` needs exactly one `{kind}` dependency, has {} ({})",
+            "stage `{}` needs exactly one `{}` dependency, has {} ({})",
             ctx.id,
+            K::NAME,
             ds.len(),
             ds.iter()
                 .map(|d| d.id.as_str())
@@ -134,12 +136,4 @@ pub(crate) fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> 
         source: e,
     })?;
     write(path, bytes)
-}
-
-/// Builds a row's key or metric map: `map![("a", 1), ("b", "x")]`.
-#[macro_export]
-macro_rules! map {
-    ($(($k:expr, $v:expr)),* $(,)?) => {
-        std::collections::BTreeMap::from([$(($k.to_string(), serde_json::Value::from($v))),*])
-    };
 }

@@ -10,15 +10,16 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tofa_nn::{Omega, SubnetConfig};
 use tofa_runner::BoxError;
-use tofa_runner::kind::{StageContext, StageKind};
+use tofa_runner::kind::{DepOutput, StageContext, StageKind};
 use tofa_select::{
     Evaluation, EvoOpts, EvolutionSetup, FnEvaluator, Metric, Metrics, PredictorOpts, RandomOpts,
     Ranges, Rule, evolutionary_search, metric_range, palette, random_search,
 };
 
 use crate::data::Prepared;
-use crate::train::{EvalParams, Model, Tester};
-use crate::{StageError, map, one_dep};
+use crate::rows::{PaletteRow, PredictorRow, SelectionRow, TofaRow};
+use crate::train::{EvalParams, Model, OMEGA_FILE, Tester, TofaTrain};
+use crate::{StageError, one_dep};
 
 /// Budgets of a selection stage.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,25 +71,28 @@ impl Budgets {
 struct Trained {
     model: Model,
     omega: Omega,
-    variant: String,
+    variant: tofa_train::Variant,
     /// The replicate label of the training run.
     seed: String,
 }
 
 fn trained(ctx: &StageContext) -> Result<Trained, StageError> {
-    let dep = one_dep(ctx, "tofa_train")?;
-    let key = |k: &str| {
-        dep.rows
-            .iter()
-            .find_map(|r| r.keys.get(k).and_then(|v| v.as_str()))
-            .unwrap_or("?")
-            .to_string()
+    let dep = one_dep::<TofaTrain>(ctx)?;
+    let row = match dep.rows_of::<TofaRow>()?.as_slice() {
+        [r] => r.clone(),
+        rs => {
+            return Err(StageError::Deps(format!(
+                "`{}` emitted {} `tofa` rows, expected one",
+                dep.id,
+                rs.len()
+            )));
+        }
     };
     Ok(Trained {
         model: Model::from_dir(&dep.dir, &crate::device(ctx)?)?,
-        omega: Omega::load(&dep.dir.join("omega.json"))?,
-        variant: key("variant"),
-        seed: key("seed"),
+        omega: Omega::load(&dep.dir.join(OMEGA_FILE))?,
+        variant: row.variant,
+        seed: row.seed,
     })
 }
 
@@ -134,17 +138,41 @@ fn bins() -> Ranges {
     Ranges::Bins
 }
 
+/// Why a subnet is in a palette.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The two extremes, always exported (paper Figure 7).
+    Maxnet,
+    Minnet,
+    /// The pick of one budget, in budget order.
+    Budget,
+}
+
 /// One subnet of a palette, as `palette.json` lists it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PaletteEntry {
-    /// `maxnet`, `minnet` or `budget`.
-    pub role: String,
+    pub role: Role,
     pub budget_mflops: Option<f64>,
     pub id: String,
     pub mflops: f64,
     pub test_acc: f64,
     /// Directory under the stage's output, holding the exported model.
     pub dir: String,
+}
+
+impl PaletteEntry {
+    /// The file a `palette` stage lists its subnets in.
+    const FILE: &'static str = "palette.json";
+
+    /// The entries of a `palette` dependency, maxnet and minnet first, then one per budget.
+    pub fn read(dep: &DepOutput) -> Result<Vec<PaletteEntry>, StageError> {
+        crate::read_json(&dep.dir.join(Self::FILE))
+    }
+
+    fn write(ctx: &StageContext, entries: &[PaletteEntry]) -> Result<(), StageError> {
+        crate::write_json(&ctx.out(Self::FILE), &entries)
+    }
 }
 
 impl StageKind for Palette {
@@ -155,7 +183,7 @@ impl StageKind for Palette {
     const VERSION: &'static str = "3";
 
     fn run(&self, p: &PaletteParams, ctx: &mut StageContext) -> Result<(), BoxError> {
-        let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
+        let data = Prepared::of(ctx)?;
         let t = trained(ctx)?;
         let metrics = Metrics::new(&t.model.space);
         let limits = p.budgets.limits(&t.omega, &metrics)?;
@@ -164,7 +192,7 @@ impl StageKind for Palette {
         let mut entries = Vec::new();
         ctx.progress.set_total(picks.len() as u64 + 2, "subnets");
         let mut add =
-            |role: &str, budget: Option<f64>, cfg: &SubnetConfig| -> Result<_, BoxError> {
+            |role: Role, budget: Option<f64>, cfg: &SubnetConfig| -> Result<_, BoxError> {
                 let acc = tester.test(cfg)?.accuracy * 100.0;
                 let mflops = tofa_nn::cost(&t.model.space, cfg)?.macs as f64 / 1e6;
                 let dir = format!("models/{}", cfg.id());
@@ -173,7 +201,7 @@ impl StageKind for Palette {
                 }
                 ctx.progress.inc(1);
                 entries.push(PaletteEntry {
-                    role: role.into(),
+                    role,
                     budget_mflops: budget,
                     id: cfg.id(),
                     mflops,
@@ -182,33 +210,67 @@ impl StageKind for Palette {
                 });
                 Ok(())
             };
-        add("maxnet", None, &SubnetConfig::maxnet(&t.model.space))?;
-        add("minnet", None, &SubnetConfig::minnet(&t.model.space))?;
+        add(Role::Maxnet, None, &SubnetConfig::maxnet(&t.model.space))?;
+        add(Role::Minnet, None, &SubnetConfig::minnet(&t.model.space))?;
         for s in &picks {
-            add("budget", Some(s.budget.limit / 1e6), &s.config)?;
+            add(Role::Budget, Some(s.budget.limit / 1e6), &s.config)?;
         }
-        crate::write_json(&ctx.out("palette.json"), &entries)?;
+        PaletteEntry::write(ctx, &entries)?;
         for (i, (e, s)) in entries.iter().skip(2).zip(&picks).enumerate() {
-            ctx.emit(
-                "palette",
-                map![
-                    ("dataset", data.spec.name.clone()),
-                    ("variant", t.variant.clone()),
-                    ("budget", i)
-                ],
-                map![
-                    ("budget_mflops", s.budget.limit / 1e6),
-                    ("subnet", e.id.clone()),
-                    ("mflops", e.mflops),
-                    ("test_acc", e.test_acc),
-                    ("last_iter", s.last_iter),
-                    ("feasible", s.feasible),
-                    ("fallback", s.fallback),
-                    ("omega", s.omega_len)
-                ],
-            );
+            ctx.emit_row(&PaletteRow {
+                dataset: data.spec.name.clone(),
+                variant: t.variant,
+                budget: i,
+                budget_mflops: s.budget.limit / 1e6,
+                subnet: e.id.clone(),
+                mflops: e.mflops,
+                test_acc: e.test_acc,
+                last_iter: s.last_iter,
+                feasible: s.feasible,
+                fallback: s.fallback,
+                omega: s.omega_len,
+            })?;
         }
         Ok(())
+    }
+}
+
+/// How a `selection` row's subnet was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The fixed rule within each budget's size range (Section 3.4; the default).
+    Fixed,
+    /// The fixed rule with Algorithm 2's literal `p(a) <= t`.
+    FixedLe,
+    /// Random search on the validation split.
+    Random,
+    /// Evolutionary search with an accuracy predictor.
+    Evolution,
+}
+
+impl Method {
+    /// Every method, in the order tables and figures list them.
+    pub const ALL: [Method; 4] = [
+        Method::Fixed,
+        Method::FixedLe,
+        Method::Random,
+        Method::Evolution,
+    ];
+
+    /// The serde name (`fixed`, `fixed_le`, `random`, `evolution`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Fixed => "fixed",
+            Method::FixedLe => "fixed_le",
+            Method::Random => "random",
+            Method::Evolution => "evolution",
+        }
+    }
+
+    /// One of the two fixed-rule readings (no evaluations).
+    pub fn is_fixed(self) -> bool {
+        matches!(self, Method::Fixed | Method::FixedLe)
     }
 }
 
@@ -249,7 +311,7 @@ impl StageKind for Selection {
     const VERSION: &'static str = "3";
 
     fn run(&self, p: &SelectionParams, ctx: &mut StageContext) -> Result<(), BoxError> {
-        let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
+        let data = Prepared::of(ctx)?;
         let t = trained(ctx)?;
         let metrics = Metrics::new(&t.model.space);
         let limits = p.budgets.limits(&t.omega, &metrics)?;
@@ -287,10 +349,16 @@ impl StageKind for Selection {
         )?;
         let fixed_s = t0.elapsed().as_secs_f64() / 2.0;
         for s in &fixed {
-            rows.push(("fixed", s.budget.limit, s.config.clone(), s.cost, 0.0));
+            rows.push((Method::Fixed, s.budget.limit, s.config.clone(), s.cost, 0.0));
         }
         for s in &literal {
-            rows.push(("fixed_le", s.budget.limit, s.config.clone(), s.cost, 0.0));
+            rows.push((
+                Method::FixedLe,
+                s.budget.limit,
+                s.config.clone(),
+                s.cost,
+                0.0,
+            ));
         }
         let mut ropts = p.random;
         ropts.seed ^= ctx.seed;
@@ -302,7 +370,7 @@ impl StageKind for Selection {
             &ropts,
             &mut evaluator,
         )? {
-            rows.push(("random", f.budget.limit, f.config, f.cost, 0.0));
+            rows.push((Method::Random, f.budget.limit, f.config, f.cost, 0.0));
         }
         let mut popts = p.predictor.clone();
         popts.seed ^= ctx.seed;
@@ -323,25 +391,20 @@ impl StageKind for Selection {
         // The predictor's data set is paid once and shared by every budget: spread evenly.
         let share = 1.0 / limits.len().max(1) as f64;
         for f in evo.found {
-            rows.push(("evolution", f.budget.limit, f.config, f.cost, share));
+            rows.push((Method::Evolution, f.budget.limit, f.config, f.cost, share));
         }
         let shared = evo.shared_cost;
         let pr = &evo.predictor;
-        ctx.emit(
-            "predictor",
-            map![
-                ("dataset", data.spec.name.clone()),
-                ("seed", t.seed.clone())
-            ],
-            map![
-                ("samples", p.predictor_samples),
-                ("test_n", pr.test_n),
-                ("kendall_tau", pr.kendall_tau),
-                ("rmse", pr.rmse),
-                ("rmse_mean_baseline", pr.rmse_mean_baseline),
-                ("train_s", pr.train_s)
-            ],
-        );
+        ctx.emit_row(&PredictorRow {
+            dataset: data.spec.name.clone(),
+            seed: t.seed.clone(),
+            samples: p.predictor_samples,
+            test_n: pr.test_n,
+            kendall_tau: pr.kendall_tau,
+            rmse: pr.rmse,
+            rmse_mean_baseline: pr.rmse_mean_baseline,
+            train_s: pr.train_s,
+        })?;
         for (method, limit, cfg, cost, share) in rows {
             let budget = limits.iter().position(|l| *l == limit).unwrap_or(0);
             let val = tester.validate(&cfg)?.accuracy * 100.0;
@@ -350,30 +413,25 @@ impl StageKind for Selection {
             let mflops = tofa_nn::cost(&t.model.space, &cfg)?.macs as f64 / 1e6;
             let evaluations = cost.evaluations as f64 + share * shared.evaluations as f64;
             let images = cost.images as f64 + share * shared.images as f64;
-            let wall = if method.starts_with("fixed") {
+            let wall = if method.is_fixed() {
                 fixed_s / limits.len().max(1) as f64
             } else {
                 cost.wall_s + share * shared.wall_s
             };
-            ctx.emit(
-                "selection",
-                map![
-                    ("dataset", data.spec.name.clone()),
-                    ("seed", t.seed.clone()),
-                    ("budget", budget),
-                    ("method", method)
-                ],
-                map![
-                    ("budget_mflops", limit / 1e6),
-                    ("subnet", cfg.id()),
-                    ("mflops", mflops),
-                    ("val_acc", val),
-                    ("test_acc", test),
-                    ("evaluations", evaluations),
-                    ("images", images),
-                    ("search_s", wall)
-                ],
-            );
+            ctx.emit_row(&SelectionRow {
+                dataset: data.spec.name.clone(),
+                seed: t.seed.clone(),
+                budget,
+                method,
+                budget_mflops: limit / 1e6,
+                subnet: cfg.id(),
+                mflops,
+                val_acc: val,
+                test_acc: test,
+                evaluations,
+                images,
+                search_s: wall,
+            })?;
         }
         Ok(())
     }

@@ -16,7 +16,11 @@ use tofa_train::train::{PretrainMode, SingleMode, TrainData, TrainOutcome, Train
 use tofa_train::{EvalResult, TrainConfig, Variant, calibration_batches};
 
 use crate::data::{DataSpec, Prepared};
-use crate::{StageError, map, one_dep};
+use crate::rows::{BaselineRow, PretrainRow, TofaRow};
+use crate::{StageError, one_dep};
+
+/// The file a `tofa_train` stage writes Omega to (read by the selection stages).
+pub(crate) const OMEGA_FILE: &str = "omega.json";
 
 /// A supernet and its space, as a training stage wrote them.
 pub struct Model {
@@ -54,30 +58,99 @@ impl Model {
     }
 }
 
-/// A fixed architecture named in params.
+/// A fixed architecture named in params (`arch`), parsed when the pipeline loads, so a
+/// misspelt one fails before any stage runs.
 ///
-/// `maxnet`, `minnet`, `uniform:Q` (every elastic dimension at the choice `round(Q * (n-1))`
-/// of its `n` choices, `0 <= Q <= 1`: a family of uniformly scaled models, our stand-in for a
-/// model zoo) or a canonical subnet id.
-pub fn parse_arch(space: &SearchSpace, arch: &str) -> Result<SubnetConfig, StageError> {
-    let cfg = match arch {
-        "maxnet" => SubnetConfig::maxnet(space),
-        "minnet" => SubnetConfig::minnet(space),
-        a if a.starts_with("uniform:") => {
-            let q: f64 = a["uniform:".len()..].parse().map_err(|_| {
-                StageError::Param(format!("arch `{a}`: expected uniform:<number in [0, 1]>"))
-            })?;
-            if !(0.0..=1.0).contains(&q) {
+/// Written `maxnet`, `minnet`, `uniform:Q` (every elastic dimension at the choice
+/// `round(Q * (n-1))` of its `n` choices, `0 <= Q <= 1`: a family of uniformly scaled models,
+/// our stand-in for a model zoo), `palette:I` (the pick of the stage's `palette` dependency
+/// for its `I`-th budget) or a canonical subnet id. It serialises back to the same text (the
+/// cache key and the `arch` column of the `baseline` table).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Arch {
+    Maxnet,
+    Minnet,
+    Uniform(f64),
+    Palette(usize),
+    Subnet(SubnetConfig),
+}
+
+impl std::str::FromStr for Arch {
+    type Err = StageError;
+
+    fn from_str(a: &str) -> Result<Self, StageError> {
+        Ok(match a {
+            "maxnet" => Arch::Maxnet,
+            "minnet" => Arch::Minnet,
+            _ if a.starts_with("uniform:") => {
+                let q: f64 = a["uniform:".len()..].parse().map_err(|_| {
+                    StageError::Param(format!("arch `{a}`: expected uniform:<number in [0, 1]>"))
+                })?;
+                if !(0.0..=1.0).contains(&q) {
+                    return Err(StageError::Param(format!(
+                        "arch `{a}`: {q} is not in [0, 1]"
+                    )));
+                }
+                Arch::Uniform(q)
+            }
+            _ if a.starts_with("palette:") => {
+                Arch::Palette(a["palette:".len()..].parse().map_err(|_| {
+                    StageError::Param(format!("arch `{a}`: expected palette:<budget index>"))
+                })?)
+            }
+            id => Arch::Subnet(SubnetConfig::from_id(id).map_err(|e| {
+                StageError::Param(format!(
+                    "arch `{id}`: not maxnet, minnet, uniform:Q, palette:I or a subnet id: {e}"
+                ))
+            })?),
+        })
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Arch::Maxnet => f.write_str("maxnet"),
+            Arch::Minnet => f.write_str("minnet"),
+            Arch::Uniform(q) => write!(f, "uniform:{q}"),
+            Arch::Palette(i) => write!(f, "palette:{i}"),
+            Arch::Subnet(c) => f.write_str(&c.id()),
+        }
+    }
+}
+
+impl TryFrom<String> for Arch {
+    type Error = StageError;
+    fn try_from(s: String) -> Result<Self, StageError> {
+        s.parse()
+    }
+}
+
+impl From<Arch> for String {
+    fn from(a: Arch) -> String {
+        a.to_string()
+    }
+}
+
+impl Arch {
+    /// The architecture in `space`; `palette:I` needs the `palette` dependency (see
+    /// [`BaselineTrain`]) and is an error here.
+    pub fn config(&self, space: &SearchSpace) -> Result<SubnetConfig, StageError> {
+        let cfg = match self {
+            Arch::Maxnet => SubnetConfig::maxnet(space),
+            Arch::Minnet => SubnetConfig::minnet(space),
+            Arch::Uniform(q) => SubnetConfig::uniform(space, *q),
+            Arch::Palette(_) => {
                 return Err(StageError::Param(format!(
-                    "arch `{a}`: {q} is not in [0, 1]"
+                    "arch `{self}` is resolved through a `palette` dependency"
                 )));
             }
-            SubnetConfig::uniform(space, q)
-        }
-        id => SubnetConfig::from_id(id)?,
-    };
-    cfg.validate(space)?;
-    Ok(cfg)
+            Arch::Subnet(c) => c.clone(),
+        };
+        cfg.validate(space)?;
+        Ok(cfg)
+    }
 }
 
 /// How evaluation after training is done.
@@ -336,11 +409,26 @@ impl StageKind for Pretrain {
             space = space.with_resolutions(r.clone())?;
         }
         let net = Supernet::new_on(&space, ctx.seed, &crate::device(ctx)?)?;
-        let init_row = match &p.init {
-            Init::Scratch => map![("init", "scratch")],
-            Init::File { path, env, naming } => {
-                load_weights(&net, &weights_path(path, env.as_deref())?, *naming)?
-            }
+        let mut row = PretrainRow {
+            source: p.data.name.clone(),
+            iterations: p.train.iterations,
+            init: "scratch".into(),
+            mapped: None,
+            adapted: None,
+            missing: None,
+            unmapped: None,
+            wall_s: None,
+            train_gmacs: None,
+            source_acc: None,
+        };
+        match &p.init {
+            Init::Scratch => {}
+            Init::File { path, env, naming } => load_weights(
+                &net,
+                &weights_path(path, env.as_deref())?,
+                *naming,
+                &mut row,
+            )?,
             Init::Hub {
                 repo,
                 file,
@@ -349,12 +437,10 @@ impl StageKind for Pretrain {
             } => {
                 ctx.progress.message(&format!("fetching {repo}/{file}"));
                 let path = hub_file(repo, revision, file, None, None)?;
-                load_weights(&net, &path, *naming)?
+                load_weights(&net, &path, *naming, &mut row)?
             }
-        };
+        }
         let mut model = Model { space, net };
-        let mut metrics = map![("iterations", p.train.iterations)];
-        metrics.extend(init_row);
         if p.train.iterations > 0 {
             let source = p.data.load()?;
             model = model.for_task(source.train.num_classes(), ctx.seed)?;
@@ -373,21 +459,19 @@ impl StageKind for Pretrain {
                 &mut progress_fn(ctx),
             )?;
             write_outcome(ctx, &outcome)?;
-            metrics.extend(map![
-                ("wall_s", outcome.cost.wall_s),
-                ("train_gmacs", outcome.cost.train_macs as f64 / 1e9)
-            ]);
+            row.wall_s = Some(outcome.cost.wall_s);
+            row.train_gmacs = Some(outcome.cost.train_macs as f64 / 1e9);
             if p.eval_images > 0 {
                 let n = p.eval_images.min(source.test.len()) as u32;
                 let idx: Vec<u32> = (0..n).collect();
                 let max = SubnetConfig::maxnet(&model.space);
                 let acc =
                     tofa_train::evaluate_raw(&model.net, &max, &source.test, &idx, batch, 100)?;
-                metrics.insert("source_acc".into(), (acc.accuracy * 100.0).into());
+                row.source_acc = Some(acc.accuracy * 100.0);
             }
         }
         model.save(&ctx.out_dir)?;
-        ctx.emit("pretrain", map![("source", p.data.name.clone())], metrics);
+        ctx.emit_row(&row)?;
         Ok(())
     }
 }
@@ -416,11 +500,13 @@ fn weights_path(path: &Path, env: Option<&str>) -> Result<PathBuf, StageError> {
     )))
 }
 
+/// Loads a weights file into `net` and records what was mapped in `row`.
 fn load_weights(
     net: &Supernet,
     path: &Path,
     naming: NamingParam,
-) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StageError> {
+    row: &mut PretrainRow,
+) -> Result<(), StageError> {
     let is_st = path.extension().is_some_and(|e| e == "safetensors");
     let tensors = if is_st {
         tofa_nn::read_safetensors(path)?
@@ -428,19 +514,18 @@ fn load_weights(
         tofa_nn::read_pth(path)?
     };
     let r = tofa_nn::load_pretrained(net, &tensors, naming.into())?;
-    Ok(map![
-        ("init", path.display().to_string()),
-        ("mapped", r.mapped.len()),
-        ("adapted", r.adapted.len()),
-        ("missing", r.missing.len()),
-        ("unmapped", r.unmapped.len())
-    ])
+    row.init = path.display().to_string();
+    row.mapped = Some(r.mapped.len());
+    row.adapted = Some(r.adapted.len());
+    row.missing = Some(r.missing.len());
+    row.unmapped = Some(r.unmapped.len());
+    Ok(())
 }
 
 /// The model a target-task training starts from: the `pretrain` dependency's weights with a
 /// classifier for the task.
 fn start_model(ctx: &StageContext, data: &Prepared) -> Result<Model, StageError> {
-    let dep = one_dep(ctx, "pretrain")?;
+    let dep = one_dep::<Pretrain>(ctx)?;
     Model::from_dir(&dep.dir, &crate::device(ctx)?)?
         .for_task(data.data.train.num_classes(), ctx.seed ^ 0xc1a55)
 }
@@ -475,8 +560,8 @@ impl StageKind for TofaTrain {
     const VERSION: &'static str = "3";
 
     fn run(&self, p: &TofaTrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
-        let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
-        let start = one_dep(ctx, "pretrain")?.id.clone();
+        let data = Prepared::of(ctx)?;
+        let start = one_dep::<Pretrain>(ctx)?.id.clone();
         let mut model = start_model(ctx, &data)?;
         let mut cfg = p.train.clone();
         cfg.variant = p.variant;
@@ -497,36 +582,31 @@ impl StageKind for TofaTrain {
             &mut progress_fn(ctx),
         )?;
         model.save(&ctx.out_dir)?;
-        outcome.omega.save(&ctx.out("omega.json"))?;
+        outcome.omega.save(&ctx.out(OMEGA_FILE))?;
         write_outcome(ctx, &outcome)?;
         ctx.progress.message("testing maxnet and minnet");
         let tester = Tester::new(&model, &data, &p.eval, ctx.seed)?;
         let max = SubnetConfig::maxnet(&model.space);
         let min = SubnetConfig::minnet(&model.space);
         let (amax, amin) = (tester.test(&max)?, tester.test(&min)?);
-        let (mask, pl) = fixmatch_diagnostics(&outcome);
-        ctx.emit(
-            "tofa",
-            map![
-                ("dataset", data.spec.name.clone()),
-                ("variant", p.variant.name()),
-                ("start", start),
-                ("seed", p.seed.clone())
-            ],
-            map![
-                ("mask_rate", mask),
-                ("pl_acc", pl),
-                ("maxnet_acc", amax.accuracy * 100.0),
-                ("minnet_acc", amin.accuracy * 100.0),
-                ("maxnet_mflops", mflops(&model.space, &max)?),
-                ("minnet_mflops", mflops(&model.space, &min)?),
-                ("subnets_sampled", outcome.omega.len()),
-                ("iterations", outcome.cost.iterations),
-                ("images", outcome.cost.images_processed),
-                ("train_gmacs", outcome.cost.train_macs as f64 / 1e9),
-                ("wall_s", outcome.cost.wall_s)
-            ],
-        );
+        let (mask_rate, pl_acc) = fixmatch_diagnostics(&outcome);
+        ctx.emit_row(&TofaRow {
+            dataset: data.spec.name.clone(),
+            variant: p.variant,
+            start,
+            seed: p.seed.clone(),
+            mask_rate,
+            pl_acc,
+            maxnet_acc: amax.accuracy * 100.0,
+            minnet_acc: amin.accuracy * 100.0,
+            maxnet_mflops: mflops(&model.space, &max)?,
+            minnet_mflops: mflops(&model.space, &min)?,
+            subnets_sampled: outcome.omega.len(),
+            iterations: outcome.cost.iterations,
+            images: outcome.cost.images_processed,
+            train_gmacs: outcome.cost.train_macs as f64 / 1e9,
+            wall_s: outcome.cost.wall_s,
+        })?;
         Ok(())
     }
 }
@@ -535,17 +615,15 @@ impl StageKind for TofaTrain {
 /// budget, to be trained alone (Figures 2-4: one training per deployment scenario).
 fn palette_pick(
     ctx: &StageContext,
-    i: &str,
+    k: usize,
     space: &SearchSpace,
 ) -> Result<SubnetConfig, StageError> {
-    let dep = one_dep(ctx, "palette")?;
-    let entries: Vec<crate::select::PaletteEntry> =
-        crate::read_json(&dep.dir.join("palette.json"))?;
-    let budgets: Vec<&crate::select::PaletteEntry> =
-        entries.iter().filter(|e| e.role == "budget").collect();
-    let k: usize = i
-        .parse()
-        .map_err(|_| StageError::Param(format!("arch `palette:{i}`: expected an index")))?;
+    let dep = one_dep::<crate::select::Palette>(ctx)?;
+    let entries = crate::select::PaletteEntry::read(dep)?;
+    let budgets: Vec<&crate::select::PaletteEntry> = entries
+        .iter()
+        .filter(|e| e.role == crate::select::Role::Budget)
+        .collect();
     let e = budgets.get(k).ok_or_else(|| {
         StageError::Param(format!(
             "arch `palette:{k}`: `{}` has {} budgets",
@@ -568,10 +646,9 @@ pub struct BaselineTrain;
 pub struct BaselineParams {
     /// `labelled` ("Baseline labelled") or `fixmatch` ("Baseline lab+unlab").
     pub mode: SingleMode,
-    /// The architecture: see [`parse_arch`], or `palette:<i>`, the pick of the `palette`
-    /// dependency for its `i`-th budget.
+    /// The architecture (see [`Arch`]).
     #[serde(default = "maxnet")]
-    pub arch: String,
+    pub arch: Arch,
     /// The replicate's label, as in [`TofaTrainParams::seed`].
     #[serde(default = "seed0")]
     pub seed: String,
@@ -585,8 +662,8 @@ pub struct BaselineParams {
     pub eval: EvalParams,
 }
 
-fn maxnet() -> String {
-    "maxnet".into()
+fn maxnet() -> Arch {
+    Arch::Maxnet
 }
 
 fn seed0() -> String {
@@ -612,11 +689,11 @@ impl StageKind for BaselineTrain {
     const VERSION: &'static str = "3";
 
     fn run(&self, p: &BaselineParams, ctx: &mut StageContext) -> Result<(), BoxError> {
-        let data = Prepared::from_dep(one_dep(ctx, "split")?)?;
+        let data = Prepared::of(ctx)?;
         let mut model = start_model(ctx, &data)?;
-        let arch = match p.arch.strip_prefix("palette:") {
-            Some(i) => palette_pick(ctx, i, &model.space)?,
-            None => parse_arch(&model.space, &p.arch)?,
+        let arch = match p.arch {
+            Arch::Palette(k) => palette_pick(ctx, k, &model.space)?,
+            ref a => a.config(&model.space)?,
         };
         let mut cfg = p.train.clone();
         cfg.seed = ctx.seed;
@@ -646,35 +723,23 @@ impl StageKind for BaselineTrain {
         // recalibrating is harmless and keeps every accuracy in the tables measured alike.
         let tester = Tester::new(&model, &data, &p.eval, ctx.seed)?;
         let acc = tester.test(&arch)?;
-        let mode = match p.mode {
-            SingleMode::Labelled => "labelled",
-            SingleMode::FixMatch => "fixmatch",
-        };
-        let (mask, pl) = fixmatch_diagnostics(&outcome);
-        let mut keys = map![
-            ("dataset", data.spec.name.clone()),
-            ("mode", mode),
-            ("arch", p.arch.clone()),
-            ("seed", p.seed.clone())
-        ];
-        if let Some(m) = &p.model {
-            keys.insert("model".into(), m.clone().into());
-        }
-        ctx.emit(
-            "baseline",
-            keys,
-            map![
-                ("mask_rate", mask),
-                ("pl_acc", pl),
-                ("acc", acc.accuracy * 100.0),
-                ("subnet", arch.id()),
-                ("mflops", mflops(&model.space, &arch)?),
-                ("iterations", outcome.cost.iterations),
-                ("images", outcome.cost.images_processed),
-                ("train_gmacs", outcome.cost.train_macs as f64 / 1e9),
-                ("wall_s", outcome.cost.wall_s)
-            ],
-        );
+        let (mask_rate, pl_acc) = fixmatch_diagnostics(&outcome);
+        ctx.emit_row(&BaselineRow {
+            dataset: data.spec.name.clone(),
+            mode: p.mode,
+            arch: p.arch.clone(),
+            seed: p.seed.clone(),
+            model: p.model.clone(),
+            mask_rate,
+            pl_acc,
+            acc: acc.accuracy * 100.0,
+            subnet: arch.id(),
+            mflops: mflops(&model.space, &arch)?,
+            iterations: outcome.cost.iterations,
+            images: outcome.cost.images_processed,
+            train_gmacs: outcome.cost.train_macs as f64 / 1e9,
+            wall_s: outcome.cost.wall_s,
+        })?;
         Ok(())
     }
 }
@@ -705,31 +770,52 @@ mod tests {
     }
 
     #[test]
-    fn arch_names_parse_to_configs_of_the_space() {
+    fn arch_names_parse_to_configs_of_the_space_and_back_to_their_text() {
         let space = SearchSpace::builtin("tiny").unwrap();
-        assert_eq!(
-            parse_arch(&space, "maxnet").unwrap(),
-            SubnetConfig::maxnet(&space)
-        );
-        assert_eq!(
-            parse_arch(&space, "minnet").unwrap(),
-            SubnetConfig::minnet(&space)
-        );
-        assert_eq!(
-            parse_arch(&space, "uniform:1").unwrap(),
-            SubnetConfig::maxnet(&space)
-        );
-        assert_eq!(
-            parse_arch(&space, "uniform:0").unwrap(),
-            SubnetConfig::minnet(&space)
-        );
-        let mid = parse_arch(&space, "uniform:0.5").unwrap();
+        let cfg = |a: &str| a.parse::<Arch>().unwrap().config(&space).unwrap();
+        assert_eq!(cfg("maxnet"), SubnetConfig::maxnet(&space));
+        assert_eq!(cfg("minnet"), SubnetConfig::minnet(&space));
+        assert_eq!(cfg("uniform:1"), SubnetConfig::maxnet(&space));
+        assert_eq!(cfg("uniform:0"), SubnetConfig::minnet(&space));
+        let mid = cfg("uniform:0.5");
         // tiny has two choices per elastic dimension: 0.5 rounds to the larger
         assert_eq!(mid.stages[1].width, 16);
         let id = mid.id();
-        assert_eq!(parse_arch(&space, &id).unwrap(), mid);
-        let e = parse_arch(&space, "uniform:2").unwrap_err().to_string();
+        assert_eq!(cfg(&id), mid);
+        // the text comes back unchanged: it is the cache key and the `arch` column
+        for a in [
+            "maxnet",
+            "minnet",
+            "uniform:0.5",
+            "uniform:1",
+            "palette:3",
+            id.as_str(),
+        ] {
+            assert_eq!(a.parse::<Arch>().unwrap().to_string(), a);
+            let v = serde_json::to_value(a.parse::<Arch>().unwrap()).unwrap();
+            assert_eq!(v, serde_json::Value::from(a));
+        }
+        let e = "uniform:2".parse::<Arch>().unwrap_err().to_string();
         assert_eq!(e, "arch `uniform:2`: 2 is not in [0, 1]");
-        assert!(parse_arch(&space, "r999-bogus").is_err());
+        let e = "palette:x".parse::<Arch>().unwrap_err().to_string();
+        assert_eq!(e, "arch `palette:x`: expected palette:<budget index>");
+        let e = "r999-bogus".parse::<Arch>().unwrap_err().to_string();
+        assert!(
+            e.starts_with("arch `r999-bogus`: not maxnet, minnet"),
+            "{e}"
+        );
+        let e = "palette:0"
+            .parse::<Arch>()
+            .unwrap()
+            .config(&space)
+            .unwrap_err();
+        assert!(e.to_string().contains("palette"), "{e}");
+        // a bad arch fails when params are read (the pipeline's load), naming it
+        let e = serde_json::from_value::<BaselineParams>(serde_json::json!({
+            "mode": "labelled", "arch": "maxnett"
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("arch `maxnett`"), "{e}");
     }
 }

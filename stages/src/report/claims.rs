@@ -7,19 +7,15 @@
 //! claim's margin, with twice its standard error: `holds` above, `does not hold` below,
 //! `within noise` between. With one seed there is no spread and the sign decides.
 
-use std::collections::BTreeMap;
-
 use tofa_report::{Cell, Table};
-use tofa_runner::kind::Row;
+use tofa_train::{SingleMode, Variant};
 
-use super::{
-    ArtifactParams, Made, Stat, VARIANTS, datasets, is_baseline, is_tofa, key, num, seed_of,
-    stat_cell, write_table,
-};
+use super::stat::{BySeed, Replicate, Stat, by_seed, datasets, is_baseline, is_tofa, stat_cell};
+use super::{ArtifactParams, Inputs, Made, write_table};
 use crate::StageError;
-
-/// Accuracies (or costs) by seed.
-type BySeed = BTreeMap<String, f64>;
+use crate::rows::{SelectionRow, TofaRow};
+use crate::select::Method;
+use crate::train::Arch;
 
 /// The two sides of a claim on one data set (and budget, for selection claims).
 struct Pair {
@@ -108,73 +104,72 @@ pub(super) fn verdict(diff: Stat, margin: f64) -> &'static str {
     }
 }
 
-/// Pairs `a` against `b` on every data set where both exist.
-fn pairs(
-    rows: &[Row],
-    table: &str,
-    a: impl Fn(&Row, &str) -> bool,
-    ma: &str,
-    b: impl Fn(&Row, &str) -> bool,
-    mb: &str,
+/// Pairs `a`'s values against `b`'s (each given the data set) on every data set of the
+/// TOFA rows where both exist.
+fn pairs<A: Replicate, B: Replicate>(
+    inp: &Inputs,
+    a: &[A],
+    va: impl Fn(&A, &str) -> Option<f64>,
+    b: &[B],
+    vb: impl Fn(&B, &str) -> Option<f64>,
 ) -> Vec<Pair> {
-    datasets(rows.iter().filter(|r| r.table == table))
+    datasets(inp.tofa.iter().map(|r| &r.dataset))
         .into_iter()
         .filter_map(|d| {
-            let x = super::by_seed(rows, |r| a(r, &d), ma);
-            let y = super::by_seed(rows, |r| b(r, &d), mb);
+            let x = by_seed(a, |r| va(r, &d));
+            let y = by_seed(b, |r| vb(r, &d));
             (!x.is_empty() && !y.is_empty()).then_some(Pair { a: x, b: y })
         })
         .collect()
 }
 
-fn selection_claims(rows: &[Row], out: &mut Vec<Claim>) {
-    let sel: Vec<&Row> = rows.iter().filter(|r| r.table == "selection").collect();
-    let mut budgets: Vec<u64> = sel
-        .iter()
-        .filter_map(|r| r.keys.get("budget").and_then(|v| v.as_u64()))
-        .collect();
+/// (d): the fixed rule against each search, per budget (size ranges) and over all budgets
+/// (the literal reading).
+fn selection_claims(inp: &Inputs, out: &mut Vec<Claim>) {
+    let sel = &inp.selection;
+    let mut budgets: Vec<usize> = sel.iter().map(|r| r.budget).collect();
     budgets.sort_unstable();
     budgets.dedup();
-    let is = |r: &Row, d: &str, b: u64, m: &str| {
-        r.table == "selection"
-            && key(r, "dataset") == Some(d)
-            && key(r, "method") == Some(m)
-            && r.keys.get("budget").and_then(|v| v.as_u64()) == Some(b)
+    let is = |r: &SelectionRow, d: &str, b: usize, m: Method| {
+        r.dataset == d && r.method == m && r.budget == b
     };
     for (fixed, label) in [
-        ("fixed", "fixed rule (size ranges)"),
-        ("fixed_le", "fixed rule (literal `p <= t`)"),
+        (Method::Fixed, "fixed rule (size ranges)"),
+        (Method::FixedLe, "fixed rule (literal `p <= t`)"),
     ] {
-        for search in ["random", "evolution"] {
+        for search in [Method::Random, Method::Evolution] {
             for &b in &budgets {
                 // the literal reading is summarised over all budgets in one row per method
-                if fixed == "fixed_le" && b != budgets[0] {
+                if fixed == Method::FixedLe && b != budgets[0] {
                     continue;
                 }
-                let bs: Vec<u64> = if fixed == "fixed_le" {
+                let bs: Vec<usize> = if fixed == Method::FixedLe {
                     budgets.clone()
                 } else {
                     vec![b]
                 };
                 let mut ps = Vec::new();
-                for d in datasets(sel.iter().copied()) {
+                for d in datasets(sel.iter().map(|r| &r.dataset)) {
                     for &bb in &bs {
-                        let x = super::by_seed(rows, |r| is(r, &d, bb, fixed), "test_acc");
-                        let y = super::by_seed(rows, |r| is(r, &d, bb, search), "test_acc");
+                        let x = by_seed(sel, |r| is(r, &d, bb, fixed).then_some(r.test_acc));
+                        let y = by_seed(sel, |r| is(r, &d, bb, search).then_some(r.test_acc));
                         if !x.is_empty() && !y.is_empty() {
                             ps.push(Pair { a: x, b: y });
                         }
                     }
                 }
-                let which = if fixed == "fixed_le" {
+                let which = if fixed == Method::FixedLe {
                     "every budget".to_string()
                 } else {
                     format!("budget {b}")
                 };
                 out.push(Claim {
-                    claim: format!("(d) {label} within 1 point of {search} search, {which}"),
+                    claim: format!(
+                        "(d) {label} within 1 point of {} search, {which}",
+                        search.name()
+                    ),
                     ours_a: "fixed".into(),
-                    ours_b: search.into(),
+                    ours_b: search.name().into(),
                     pairs: ps,
                     margin: 1.0,
                 });
@@ -184,23 +179,23 @@ fn selection_claims(rows: &[Row], out: &mut Vec<Claim>) {
 }
 
 /// (e): one TOFA training against one fine-tuning per deployment scenario.
-fn cost_rows(rows: &[Row], t: &mut Table) -> Result<(), StageError> {
-    let finetunes: Vec<&Row> = rows
+fn cost_rows(inp: &Inputs, t: &mut Table) -> Result<(), StageError> {
+    let finetunes: Vec<_> = inp
+        .baselines
         .iter()
-        .filter(|r| {
-            r.table == "baseline" && key(r, "arch").is_some_and(|a| a.starts_with("palette:"))
-        })
+        .filter(|r| matches!(r.arch, Arch::Palette(_)))
         .collect();
-    for d in datasets(finetunes.iter().copied()) {
+    for d in datasets(finetunes.iter().map(|r| &r.dataset)) {
         let ft: Vec<f64> = finetunes
             .iter()
-            .filter(|r| key(r, "dataset") == Some(&d))
-            .filter_map(|r| num(&r.metrics, "train_gmacs"))
+            .filter(|r| r.dataset == d)
+            .map(|r| r.train_gmacs)
             .collect();
-        let tofa = rows
+        let tofa = inp
+            .tofa
             .iter()
-            .find(|r| is_tofa(r, &d, "lab") && seed_of(r) == "0")
-            .and_then(|r| num(&r.metrics, "train_gmacs"));
+            .find(|r| is_tofa(r, &d, Variant::Lab) && r.seed == "0")
+            .map(|r| r.train_gmacs);
         let (Some(tofa), false) = (tofa, ft.is_empty()) else {
             continue;
         };
@@ -231,21 +226,27 @@ fn cost_rows(rows: &[Row], t: &mut Table) -> Result<(), StageError> {
 /// The Claims table.
 pub(super) fn claims(
     p: &ArtifactParams,
-    rows: &[Row],
+    inp: &Inputs,
     dir: &std::path::Path,
 ) -> Result<Made, StageError> {
+    let tofa = |v: Variant, acc: fn(&TofaRow) -> f64| {
+        move |r: &TofaRow, d: &str| is_tofa(r, d, v).then_some(acc(r))
+    };
+    let maxnet_acc: fn(&TofaRow) -> f64 = |r| r.maxnet_acc;
+    let baseline = |m: SingleMode| {
+        move |r: &crate::rows::BaselineRow, d: &str| is_baseline(r, d, m).then_some(r.acc)
+    };
     let mut list = vec![
         Claim {
             claim: "(a) TOFA labelled > Baseline labelled (maxnet, Table 3)".into(),
             ours_a: "TOFA lab".into(),
             ours_b: "Baseline labelled".into(),
             pairs: pairs(
-                rows,
-                "tofa",
-                |r, d| is_tofa(r, d, "lab"),
-                "maxnet_acc",
-                |r, d| is_baseline(r, d, "labelled"),
-                "acc",
+                inp,
+                &inp.tofa,
+                tofa(Variant::Lab, maxnet_acc),
+                &inp.baselines,
+                baseline(SingleMode::Labelled),
             ),
             margin: 0.0,
         },
@@ -254,37 +255,28 @@ pub(super) fn claims(
             ours_a: "TOFA full".into(),
             ours_b: "Baseline FixMatch".into(),
             pairs: pairs(
-                rows,
-                "tofa",
-                |r, d| is_tofa(r, d, "full"),
-                "maxnet_acc",
-                |r, d| is_baseline(r, d, "fixmatch"),
-                "acc",
+                inp,
+                &inp.tofa,
+                tofa(Variant::Full, maxnet_acc),
+                &inp.baselines,
+                baseline(SingleMode::FixMatch),
             ),
             margin: 0.0,
         },
     ];
-    for model in ["maxnet", "minnet"] {
-        for (a, b) in [("full", "fm"), ("dist", "lab")] {
-            debug_assert!(VARIANTS.contains(&a) && VARIANTS.contains(&b));
-            let metric = format!("{model}_acc");
+    let minnet_acc: fn(&TofaRow) -> f64 = |r| r.minnet_acc;
+    for (model, acc) in [("maxnet", maxnet_acc), ("minnet", minnet_acc)] {
+        for (a, b) in [(Variant::Full, Variant::Fm), (Variant::Dist, Variant::Lab)] {
             list.push(Claim {
-                claim: format!("(c) Table 4: {a} >= {b}, {model}"),
-                ours_a: a.into(),
-                ours_b: b.into(),
-                pairs: pairs(
-                    rows,
-                    "tofa",
-                    |r, d| is_tofa(r, d, a),
-                    &metric,
-                    |r, d| is_tofa(r, d, b),
-                    &metric,
-                ),
+                claim: format!("(c) Table 4: {} >= {}, {model}", a.name(), b.name()),
+                ours_a: a.name().into(),
+                ours_b: b.name().into(),
+                pairs: pairs(inp, &inp.tofa, tofa(a, acc), &inp.tofa, tofa(b, acc)),
                 margin: 0.0,
             });
         }
     }
-    selection_claims(rows, &mut list);
+    selection_claims(inp, &mut list);
     let mut t = Table::new(
         &p.title,
         &[
@@ -311,7 +303,7 @@ pub(super) fn claims(
             Cell::text(verdict(s.diff, c.margin)),
         ])?;
     }
-    cost_rows(rows, &mut t)?;
+    cost_rows(inp, &mut t)?;
     write_table(
         p,
         &t,
@@ -350,29 +342,15 @@ mod tests {
         assert_eq!(verdict(st(-0.3, f64::NAN, 1), 0.0), "does not hold");
     }
 
-    fn row(table: &str, keys: serde_json::Value, metrics: serde_json::Value) -> Row {
-        Row {
-            table: table.into(),
-            keys: serde_json::from_value(keys).unwrap(),
-            metrics: serde_json::from_value(metrics).unwrap(),
-        }
-    }
-
     #[test]
     fn differences_are_paired_by_seed_and_averaged_over_data_sets() {
-        let mut rows = Vec::new();
+        use super::super::testutil::{baseline, tofa};
+        let mut inp = Inputs::default();
         for (d, off) in [("x", 0.0), ("y", 10.0)] {
             for (s, lab, base) in [("0", 50.0, 48.0), ("1", 52.0, 51.0), ("2", 49.0, 46.0)] {
-                rows.push(row(
-                    "tofa",
-                    serde_json::json!({"dataset": d, "variant": "lab", "seed": s}),
-                    serde_json::json!({"maxnet_acc": lab + off, "minnet_acc": 1.0}),
-                ));
-                rows.push(row(
-                    "baseline",
-                    serde_json::json!({"dataset": d, "mode": "labelled", "arch": "maxnet", "seed": s}),
-                    serde_json::json!({"acc": base + off}),
-                ));
+                inp.tofa.push(tofa(d, Variant::Lab, s, lab + off, 1.0));
+                inp.baselines
+                    .push(baseline(d, SingleMode::Labelled, s, base + off));
             }
         }
         let c = Claim {
@@ -380,12 +358,11 @@ mod tests {
             ours_a: "A".into(),
             ours_b: "B".into(),
             pairs: pairs(
-                &rows,
-                "tofa",
-                |r, d| is_tofa(r, d, "lab"),
-                "maxnet_acc",
-                |r, d| is_baseline(r, d, "labelled"),
-                "acc",
+                &inp,
+                &inp.tofa,
+                |r, d| is_tofa(r, d, Variant::Lab).then_some(r.maxnet_acc),
+                &inp.baselines,
+                |r, d| is_baseline(r, d, SingleMode::Labelled).then_some(r.acc),
             ),
             margin: 0.0,
         };

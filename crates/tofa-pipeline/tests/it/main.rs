@@ -396,6 +396,18 @@ fn errors_name_file_line_and_stage() {
     let err = String::from_utf8_lossy(&tofa(d.path(), &["run"]).stderr).to_string();
     assert!(err.contains("pipeline.toml:1: stage `a` (kind `sleep`, profile `default`): invalid params: unknown field `stpes`"), "{err}");
 
+    // a misspelt architecture fails when the pipeline loads, before any stage runs
+    let d = setup(
+        "[[stage]]\nid = \"a\"\nkind = \"baseline_train\"\nparams = { mode = \"labelled\", arch = \"maxnett\" }\n",
+    );
+    let out = tofa(d.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("stage `a` (kind `baseline_train`, profile `default`): invalid params: arch `maxnett`: not maxnet, minnet"),
+        "{err}"
+    );
+
     let d = setup("[[stage]]\nid = \"a\"\nkind = \"sleep\"\nparams = { ms = 1 \n");
     let err = String::from_utf8_lossy(&tofa(d.path(), &["run"]).stderr).to_string();
     assert!(err.contains("line 4"), "{err}");
