@@ -1,8 +1,11 @@
 //! Data sets as stage params: where a data set comes from and how it is shaped.
 //!
 //! A [`DataSpec`] is plain data in `pipeline.toml`; every stage that needs images loads them
-//! from it (loading is deterministic and cheap next to training), and the `split` stage pins
-//! the loaded data by digest so a changed file on disk is caught rather than silently used.
+//! from it, and the `split` stage pins the loaded data by digest so a changed file on disk is
+//! caught rather than silently used. Stages load through [`DataSpec::load_shared`]: the first
+//! decodes and writes the result to the cache's shared directory, every later stage of the
+//! run (and later runs of the same binary) maps that file instead of decoding again and
+//! holding its own copy in RAM.
 
 use std::path::{Path, PathBuf};
 
@@ -92,6 +95,68 @@ impl DataSpec {
         })
     }
 
+    /// [`DataSpec::load`], decoded once: the result is written to
+    /// `<shared>/data/<key>.data` ([`tofa_data::decoded`]) and every call maps that file. The
+    /// key ([`DataSpec::decode_key`]) covers the spec, the files a directory source reads
+    /// (names, sizes, modification times) and the running binary, so an edited file or a
+    /// rebuilt decoder is a new key, never a stale read. A file that does not open (truncated,
+    /// foreign) is decoded again and replaced. Two stages missing the same key at once both
+    /// decode; the file is replaced atomically, so either result is whole.
+    ///
+    /// A hub source is keyed by its `revision` as written: a moving one (`main`) is read again
+    /// only under a new key (a new binary, or `tofa-pipeline clean --all`).
+    pub fn load_shared(&self, shared: &Path) -> Result<TrainTest, StageError> {
+        let path = shared
+            .join("data")
+            .join(format!("{}.data", self.decode_key()?));
+        if let Ok(tt) = tofa_data::decoded::open(&path) {
+            return Ok(tt);
+        }
+        let tt = self.load()?;
+        tofa_data::decoded::write(&tt, &path)?;
+        drop(tt);
+        Ok(tofa_data::decoded::open(&path)?)
+    }
+
+    /// What the decoded data depends on, hashed: the spec, the resolved source directory's
+    /// files (path, size, modification time) and the running binary (path, size,
+    /// modification time: the decoders and the generator are its code).
+    pub fn decode_key(&self) -> Result<String, StageError> {
+        let mut h = blake3::Hasher::new();
+        h.update(b"tofa-decoded-v1\0");
+        let spec = serde_json::to_vec(self).map_err(|e| StageError::Param(e.to_string()))?;
+        h.update(&spec);
+        let stamp = |h: &mut blake3::Hasher, p: &Path| -> Result<(), StageError> {
+            let m = std::fs::metadata(p).map_err(|e| StageError::Io {
+                path: p.to_path_buf(),
+                source: e,
+            })?;
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            h.update(p.as_os_str().as_encoded_bytes());
+            h.update(&m.len().to_le_bytes());
+            h.update(&mtime.to_le_bytes());
+            Ok(())
+        };
+        if let Some(dir) = &self.dir
+            && matches!(self.source, Source::Idx | Source::Cifar | Source::Folder)
+        {
+            let dir = resolve(dir);
+            for f in files_under(&dir)? {
+                stamp(&mut h, &f)?;
+            }
+        }
+        let exe = std::env::current_exe().map_err(|e| StageError::Io {
+            path: "/proc/self/exe".into(),
+            source: e,
+        })?;
+        stamp(&mut h, &exe)?;
+        Ok(h.finalize().to_hex()[..32].to_string())
+    }
+
     /// Loads train and test, RGB, resized to `resolution`.
     pub fn load(&self) -> Result<TrainTest, StageError> {
         let r = self.resolution;
@@ -157,6 +222,28 @@ impl DataSpec {
         };
         Ok(tt.conform(&opts)?)
     }
+}
+
+/// Every file under `dir`, recursively, sorted.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>, StageError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StageError::Io { path, source }
+    };
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).map_err(io(&d))? {
+            let p = e.map_err(io(&d))?.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Relative data paths are taken from `$TOFA_DATA_DIR` when set (so a profile can name
@@ -230,13 +317,14 @@ pub struct Prepared {
 impl Prepared {
     /// Reloads the data of the stage's one `split` dependency.
     pub fn of(ctx: &StageContext) -> Result<Self, StageError> {
-        Self::from_dep(crate::one_dep::<Split>(ctx)?)
+        Self::from_dep(crate::one_dep::<Split>(ctx)?, &ctx.shared_dir)
     }
 
-    /// Reloads the data of a `split` dependency and checks it against the pinned digest.
-    pub fn from_dep(dep: &DepOutput) -> Result<Self, StageError> {
+    /// Reloads the data of a `split` dependency ([`DataSpec::load_shared`] in `shared`) and
+    /// checks it against the pinned digest.
+    pub fn from_dep(dep: &DepOutput, shared: &Path) -> Result<Self, StageError> {
         let spec: DataSpec = crate::read_json(&dep.dir.join(DATA_FILE))?;
-        let data = spec.load()?;
+        let data = spec.load_shared(shared)?;
         let path = dep.dir.join(SPLIT_FILE);
         let split = SplitManifest::load(&path)?;
         split.check_against(&data.train, &path)?;
@@ -258,7 +346,7 @@ impl StageKind for Split {
 
     fn run(&self, p: &SplitParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         ctx.progress.message(&format!("loading {}", p.data.name));
-        let tt = p.data.load()?;
+        let tt = p.data.load_shared(&ctx.shared_dir)?;
         let labelled = p
             .labelled_per_class
             .or_else(|| tofa_data::split::paper_labelled_per_class(&p.data.name))
@@ -321,5 +409,59 @@ mod tests {
         assert_eq!(tt.train.height(), 16);
         assert_eq!(tt.train.channels(), 3);
         assert_eq!(tt.train.num_classes(), 12);
+    }
+
+    /// The first call decodes and writes the shared file; later calls map it and see the
+    /// same data; a corrupt file is decoded again.
+    #[test]
+    fn shared_loads_decode_once_and_map_the_same_data() {
+        let shared = tempfile::tempdir().unwrap();
+        let mut s = spec(Source::Synthetic);
+        s.name = "synth-pets".into();
+        s.scale = 0.05;
+        let want = s.load().unwrap();
+        let first = s.load_shared(shared.path()).unwrap();
+        let files: Vec<_> = std::fs::read_dir(shared.path().join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let again = s.load_shared(shared.path()).unwrap();
+        for tt in [&first, &again] {
+            assert_eq!(tt.train.digest(), want.train.digest());
+            assert_eq!(tt.test.digest(), want.test.digest());
+            assert_eq!(tt.train.name(), want.train.name());
+        }
+        std::fs::write(&files[0], b"TOFADATA garbage").unwrap();
+        let fixed = s.load_shared(shared.path()).unwrap();
+        assert_eq!(fixed.train.digest(), want.train.digest());
+        // another spec is another file
+        s.scale = 0.06;
+        s.load_shared(shared.path()).unwrap();
+        assert_eq!(
+            std::fs::read_dir(shared.path().join("data"))
+                .unwrap()
+                .count(),
+            2
+        );
+    }
+
+    /// A directory source's key follows its files: an edited file is a new key.
+    #[test]
+    fn decode_keys_follow_the_source_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("train")).unwrap();
+        std::fs::write(dir.path().join("train/a.png"), b"1").unwrap();
+        let mut s = spec(Source::Folder);
+        s.dir = Some(dir.path().to_path_buf());
+        let k1 = s.decode_key().unwrap();
+        assert_eq!(s.decode_key().unwrap(), k1);
+        std::fs::write(dir.path().join("train/a.png"), b"22").unwrap();
+        let k2 = s.decode_key().unwrap();
+        assert_ne!(k1, k2);
+        std::fs::write(dir.path().join("train/b.png"), b"3").unwrap();
+        assert_ne!(s.decode_key().unwrap(), k2);
+        s.resolution = 32;
+        assert_ne!(s.decode_key().unwrap(), k2);
     }
 }

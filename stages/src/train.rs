@@ -442,7 +442,7 @@ impl StageKind for Pretrain {
         }
         let mut model = Model { space, net };
         if p.train.iterations > 0 {
-            let source = p.data.load()?;
+            let source = p.data.load_shared(&ctx.shared_dir)?;
             model = model.for_task(source.train.num_classes(), ctx.seed)?;
             let r = model.space.resolutions.iter().copied().max().unwrap_or(32);
             let batch = tofa_data::BatchConfig::new((r, r));

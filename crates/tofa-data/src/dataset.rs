@@ -1,19 +1,52 @@
-//! The one in-memory dataset type every loader produces.
+//! The one dataset type every loader produces.
+
+use std::ops::Range;
+use std::sync::Arc;
 
 use crate::error::{DataError, Result};
 
-/// An image-classification dataset held in memory.
+/// The pixel bytes of a dataset: in memory, or a range of a memory-mapped decoded file
+/// ([`crate::decoded`]), which every process reading the file shares through the page cache.
+#[derive(Clone)]
+pub(crate) enum Pixels {
+    Owned(Vec<u8>),
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        range: Range<usize>,
+    },
+}
+
+impl std::ops::Deref for Pixels {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Pixels::Owned(v) => v,
+            Pixels::Mapped { map, range } => &map[range.clone()],
+        }
+    }
+}
+
+impl PartialEq for Pixels {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Pixels {}
+
+/// An image-classification dataset.
 ///
 /// Images are `u8`, HWC, all of one size and one channel count (1 or 3), packed back to back:
 /// image `i` is `pixels[i * h * w * c..(i + 1) * h * w * c]`. Labels are class indices below
-/// `class_names.len()`.
+/// `class_names.len()`. The pixels are held in memory or mapped from a decoded file
+/// ([`crate::decoded`]); the two behave the same.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Dataset {
     name: String,
     height: usize,
     width: usize,
     channels: usize,
-    pixels: Vec<u8>,
+    pixels: Pixels,
     labels: Vec<u32>,
     class_names: Vec<String>,
 }
@@ -65,7 +98,23 @@ impl Dataset {
         labels: Vec<u32>,
         class_names: Vec<String>,
     ) -> Result<Self> {
-        let name = name.into();
+        Self::with_pixels(
+            name.into(),
+            (height, width, channels),
+            Pixels::Owned(pixels),
+            labels,
+            class_names,
+        )
+    }
+
+    /// [`Dataset::new`] over pixels held either way.
+    pub(crate) fn with_pixels(
+        name: String,
+        (height, width, channels): (usize, usize, usize),
+        pixels: Pixels,
+        labels: Vec<u32>,
+        class_names: Vec<String>,
+    ) -> Result<Self> {
         if channels != 1 && channels != 3 {
             return Err(crate::error::config(
                 "channels",
@@ -231,7 +280,7 @@ impl Dataset {
             labels.push(self.labels[i]);
         }
         Ok(Self {
-            pixels,
+            pixels: Pixels::Owned(pixels),
             labels,
             ..self.clone_meta()
         })
@@ -243,7 +292,7 @@ impl Dataset {
             height: self.height,
             width: self.width,
             channels: self.channels,
-            pixels: Vec::new(),
+            pixels: Pixels::Owned(Vec::new()),
             labels: Vec::new(),
             class_names: self.class_names.clone(),
         }
@@ -256,7 +305,7 @@ impl Dataset {
         }
         let pixels = self.pixels.iter().flat_map(|&p| [p, p, p]).collect();
         Self {
-            pixels,
+            pixels: Pixels::Owned(pixels),
             channels: 3,
             ..self
         }
@@ -281,7 +330,7 @@ impl Dataset {
             pixels.extend_from_slice(&resize_hwc(img, (h0, w0, c), (height, width)));
         }
         Ok(Self {
-            pixels,
+            pixels: Pixels::Owned(pixels),
             height,
             width,
             ..self

@@ -62,6 +62,10 @@ pub enum DataError {
     #[error("split manifest {path}: {reason}")]
     Manifest { path: PathBuf, reason: String },
 
+    /// A decoded data set file ([`crate::decoded`]) that is truncated or not one.
+    #[error("decoded data set {path}: {reason}")]
+    Decoded { path: PathBuf, reason: String },
+
     /// A configuration value outside its domain.
     #[error("invalid {field}: {reason}")]
     Config { field: String, reason: String },

@@ -5,6 +5,8 @@
 //!   names), produced by every loader: [`idx`] (MNIST / Fashion-MNIST), [`cifar`],
 //!   [`folder`] (ImageFolder trees), [`hub`] (Hugging Face Hub parquet shards) and
 //!   [`synthetic`] (the embedded procedural default).
+//! - [`decoded`]: a decoded data set as one file, memory-mapped when read, so the stages of a
+//!   run share one decode and one copy in the page cache.
 //! - [`split`]: stratified, seeded splits saved as JSON manifests.
 //! - [`augment`]: torchvision's weak pipeline and AutoAugment (ImageNet policy) / RandAugment.
 //! - [`batch`]: parallel, thread-count-independent batch assembly, samplers, eval batches.
@@ -13,13 +15,14 @@
 //! - Every random draw is keyed by values (seed, stream, step, position, index) through
 //!   [`rng`], never by thread scheduling: a batch is the same on 1 or 16 threads.
 //! - Only [`hub`] touches the network, and only through hf-hub, into hf-hub's cache.
-//! - Only wire types (split manifests) derive serde.
+//! - Only wire types (split manifests, the decoded file's header) derive serde.
 //! - One error type, [`DataError`]; messages are lowercase and name the file, column or class.
 
 pub mod augment;
 pub mod batch;
 pub mod cifar;
 pub mod dataset;
+pub mod decoded;
 pub mod error;
 pub mod folder;
 pub mod hub;

@@ -605,6 +605,7 @@ fn clean(g: &Global, a: &CleanArgs) -> Result<ExitCode> {
     if a.all {
         let _ = std::fs::remove_dir_all(c.cache.root.join("pointers"));
         let _ = std::fs::remove_dir_all(c.cache.root.join("scratch"));
+        let _ = std::fs::remove_dir_all(c.cache.shared_dir());
     }
     if !g.quiet {
         eprintln!("removed {removed} cache entries");

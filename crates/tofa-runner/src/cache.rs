@@ -483,6 +483,11 @@ impl Cache {
         let _ = std::fs::remove_dir_all(&b.dir);
     }
 
+    /// Files stages share across keys and runs (see `StageContext::shared_dir`).
+    pub fn shared_dir(&self) -> PathBuf {
+        self.root.join("shared")
+    }
+
     /// Scratch directory of a key (see `StageContext::scratch_dir`).
     pub fn scratch_dir(&self, key: &str) -> PathBuf {
         self.root.join("scratch").join(key)

@@ -636,6 +636,7 @@ impl<'a> Runner<'a> {
             id: s.id.clone(),
             out_dir: building.out_dir.clone(),
             scratch_dir: scratch_dir.clone(),
+            shared_dir: self.cache.shared_dir(),
             deps,
             progress: progress.clone(),
             threads: pool.current_num_threads(),

@@ -112,6 +112,11 @@ pub struct StageContext {
     /// checkpoints here and resume; it is removed once the entry is committed, and by
     /// `--force`.
     pub scratch_dir: PathBuf,
+    /// Files shared by every stage of every run on this cache (`<cache>/shared`), not created
+    /// in advance: derived data a stage can rebuild from its params alone (a decoded data
+    /// set), named by the content of what it is derived from. Writers must create each file
+    /// atomically (write beside it, rename); `clean --all` removes the directory.
+    pub shared_dir: PathBuf,
     /// Dependencies by stage id.
     pub deps: BTreeMap<String, DepOutput>,
     pub progress: Progress,
