@@ -169,20 +169,32 @@ fn fusable(ts: &[&Tensor]) -> bool {
 /// Elements per rayon task of the fused update (fixed: the result does not depend on it).
 const CHUNK: usize = 1 << 14;
 
-/// The contiguous f32 data of a CPU storage.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+/// The contiguous f32 data of an in-place op's destination and its two sources, all of one
+/// length.
+fn operands<'a>(
+    (s1, l1): (&'a mut CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    (s3, l3): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<(&'a mut [f32], &'a [f32], &'a [f32])> {
+    let range = |l: &Layout| match l.contiguous_offsets() {
+        Some((a, b)) => Ok(a..b),
         None => candle_core::bail!("sgd: tensors must be contiguous"),
-    }
-}
-
-/// The f32 data of a CPU storage, writable.
-fn f32_mut(s: &mut CpuStorage) -> candle_core::Result<&mut [f32]> {
-    match s {
-        CpuStorage::F32(v) => Ok(v.as_mut_slice()),
+    };
+    let (r1, r2, r3) = (range(l1)?, range(l2)?, range(l3)?);
+    let dst = match s1 {
+        CpuStorage::F32(v) => &mut v[r1],
         _ => candle_core::bail!("sgd: f32 tensors only"),
+    };
+    let (a, b) = (&s2.as_slice::<f32>()?[r2], &s3.as_slice::<f32>()?[r3]);
+    if dst.len() != a.len() || dst.len() != b.len() {
+        candle_core::bail!(
+            "sgd: operands of {}, {} and {} elements",
+            dst.len(),
+            a.len(),
+            b.len()
+        )
     }
+    Ok((dst, a, b))
 }
 
 /// The weight update, in place on the weights `w` from the gradient `g` and the momentum
@@ -247,19 +259,7 @@ impl InplaceOp3 for Update {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<()> {
-        let (g, b) = (slice(s2, l2)?, slice(s3, l3)?);
-        let Some((o0, o1)) = l1.contiguous_offsets() else {
-            candle_core::bail!("sgd: weights must be contiguous")
-        };
-        let w = &mut f32_mut(s1)?[o0..o1];
-        if w.len() != g.len() || w.len() != b.len() {
-            candle_core::bail!(
-                "sgd: {} weights, {} gradients, {} momenta",
-                w.len(),
-                g.len(),
-                b.len()
-            )
-        }
+        let (w, g, b) = operands((s1, l1), (s2, l2), (s3, l3))?;
         let (m, lr) = (self.cfg.momentum as f32, self.cfg.lr as f32);
         w.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
@@ -287,19 +287,7 @@ impl InplaceOp3 for Momentum {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<()> {
-        let (w, g) = (slice(s2, l2)?, slice(s3, l3)?);
-        let Some((o0, o1)) = l1.contiguous_offsets() else {
-            candle_core::bail!("sgd: momentum buffers must be contiguous")
-        };
-        let b = &mut f32_mut(s1)?[o0..o1];
-        if b.len() != g.len() || b.len() != w.len() {
-            candle_core::bail!(
-                "sgd: {} momenta, {} weights, {} gradients",
-                b.len(),
-                w.len(),
-                g.len()
-            )
-        }
+        let (b, w, g) = operands((s1, l1), (s2, l2), (s3, l3))?;
         let m = self.0.cfg.momentum as f32;
         b.par_chunks_mut(CHUNK)
             .zip(w.par_chunks(CHUNK))
