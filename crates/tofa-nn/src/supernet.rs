@@ -236,12 +236,13 @@ impl MbBlock {
             .project
             .forward(ctx, &h, ConvKind::Pointwise, sc.width, 1, None)?;
         if stride == 1 && inp == sc.width {
-            if let Run::Train(o) = &mut ctx.run
-                && o.drop_connect > 0.0
-            {
-                h = drop_connect(&h, o.drop_connect, o.rng)?;
-            }
-            h = (h + x)?;
+            let mask = match &mut ctx.run {
+                Run::Train(o) if o.drop_connect > 0.0 => {
+                    Some(keep_mask(x.dim(0)?, o.drop_connect, o.rng))
+                }
+                _ => None,
+            };
+            h = ctx.residual(&h, x, mask)?;
         }
         Ok(h)
     }
@@ -752,13 +753,6 @@ fn dropout(x: &Tensor, p: f32, rng: &mut dyn RngCore) -> Result<Tensor> {
     Ok((x * Tensor::from_vec(mask, x.dims(), x.device())?)?)
 }
 
-/// Drops whole residual branches per image (any 4-d layout, batch first).
-fn drop_connect(x: &Tensor, p: f32, rng: &mut dyn RngCore) -> Result<Tensor> {
-    let b = x.dim(0)?;
-    let mask = keep_mask(b, p, rng);
-    Ok(x.broadcast_mul(&Tensor::from_vec(mask, (b, 1, 1, 1), x.device())?)?)
-}
-
 /// Measured batch statistics of one BN layer: on the host from a fused op, as tensors on the
 /// device from the portable path.
 enum Measured {
@@ -865,6 +859,19 @@ impl Ctx<'_, '_> {
         match self.backend {
             Backend::Fused => crate::ops::act::apply(x, f),
             Backend::Portable => portable::act(x, f),
+        }
+    }
+
+    /// A block's residual connection `h + x`, with drop-connect when `mask` (one scale per
+    /// image: whole branches dropped) is given.
+    fn residual(&self, h: &Tensor, x: &Tensor, mask: Option<Vec<f32>>) -> Result<Tensor> {
+        match (mask, self.backend) {
+            (None, _) => Ok((h + x)?),
+            (Some(m), Backend::Fused) => ops::residual(h, x, m),
+            (Some(m), Backend::Portable) => {
+                let m = Tensor::from_vec(m, (h.dim(0)?, 1, 1, 1), h.device())?;
+                Ok((h.broadcast_mul(&m)? + x)?)
+            }
         }
     }
 

@@ -21,9 +21,9 @@
 //! # Modules
 //! - [`act`]: the activations (scalar functions and derivatives) and [`act::apply`], the
 //!   elementwise activation op the fused backend uses outside the fused layers.
-//! - `conv`, `depthwise`, `se` (private): one candle custom op each, forward and backward;
-//!   their entry points are re-exported here ([`conv_bn_act`], [`dw_bn_act`],
-//!   [`spatial_mean`], [`channel_scale`]).
+//! - `conv`, `depthwise`, `se`, `residual` (private): one candle custom op each, forward and
+//!   backward; their entry points are re-exported here ([`conv_bn_act`], [`dw_bn_act`],
+//!   [`spatial_mean`], [`channel_scale`], [`residual`]).
 //! - `epilogue`: the BN + activation half shared by the two convolutions; `gemm`: the dense
 //!   product; `simd`: the kernel macros. Shared here: the op options, the convolution
 //!   geometry, and storage access.
@@ -46,12 +46,14 @@ mod depthwise;
 mod epilogue;
 mod gemm;
 pub mod reference;
+mod residual;
 mod se;
 #[cfg(test)]
 mod tests;
 
 pub use conv::conv_bn_act;
 pub use depthwise::dw_bn_act;
+pub use residual::residual;
 pub use se::{channel_scale, spatial_mean};
 
 use act::Fn1;

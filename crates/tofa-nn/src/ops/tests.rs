@@ -361,3 +361,47 @@ fn large_shapes_match_the_references() {
         .unwrap();
     compare(&ours, &want, &[&hv, &wd, &g, &b], &mut rng, "large dw");
 }
+
+/// The fused residual against `h * m + x` composed of candle ops: the same bits forward and
+/// in both gradients (as candle accumulates them), with dropped images and signed zeros.
+#[test]
+fn residual_gives_the_composed_ops_bits() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (b, h, w, c) = (4, 3, 5, 6);
+    let with_zeros = |t: Tensor| {
+        let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        for i in (0..v.len()).step_by(7) {
+            v[i] = if i % 2 == 0 { 0.0 } else { -0.0 };
+        }
+        Var::from_tensor(&Tensor::from_vec(v, (b, h, w, c), &Device::Cpu).unwrap()).unwrap()
+    };
+    let hv = with_zeros(uniform(&[b, h, w, c], 1.5, &mut rng));
+    let xv = with_zeros(uniform(&[b, h, w, c], 1.5, &mut rng));
+    let probe = with_zeros(uniform(&[b, h, w, c], 1.5, &mut rng));
+    let mask = vec![1.25f32, 0.0, 1.25, 1.25];
+    let ours = residual(&hv, &xv, mask.clone()).unwrap();
+    let m = Tensor::from_vec(mask, (b, 1, 1, 1), &Device::Cpu).unwrap();
+    let want = (hv.broadcast_mul(&m).unwrap() + xv.as_tensor()).unwrap();
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    };
+    assert_eq!(bits(&ours), bits(&want), "forward");
+    let grads = |y: &Tensor| {
+        (y * probe.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+    };
+    let (g1, g2) = (grads(&ours), grads(&want));
+    for (v, what) in [(&hv, "branch"), (&xv, "input")] {
+        assert_eq!(
+            bits(g1.get(v).unwrap()),
+            bits(g2.get(v).unwrap()),
+            "{what} gradient"
+        );
+    }
+    assert!(residual(&hv, &xv, vec![1.0; 3]).is_err());
+}
