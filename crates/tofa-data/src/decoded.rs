@@ -11,8 +11,7 @@
 //! renamed), so a reader never sees half a file; [`open`] checks every length against the
 //! file before mapping, so a truncated or foreign file is an error naming it.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -65,42 +64,21 @@ fn bad(path: &Path, reason: impl Into<String>) -> DataError {
     }
 }
 
-/// Writes `tt` to `path` atomically (a temporary file in the same directory, synced, renamed).
+/// Writes `tt` to `path` atomically ([`crate::write_atomic`]).
 pub fn write(tt: &TrainTest, path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs_err::create_dir_all(dir)?;
     let header = Header {
         version: VERSION,
         train: Half::of(&tt.train, 0),
         test: Half::of(&tt.test, tt.train.pixels().len()),
     };
     let h = serde_json::to_vec(&header).map_err(|e| bad(path, e.to_string()))?;
-    let tmp = tmp_path(path);
-    let result = (|| -> Result<()> {
-        let mut f = std::io::BufWriter::new(fs_err::File::create(&tmp)?);
+    crate::write_atomic(path, |f| {
         f.write_all(MAGIC)?;
         f.write_all(&(h.len() as u64).to_le_bytes())?;
         f.write_all(&h)?;
         f.write_all(tt.train.pixels())?;
-        f.write_all(tt.test.pixels())?;
-        let f = f.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        fs_err::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// A temporary name beside `path`, unique to this process and call.
-fn tmp_path(path: &Path) -> PathBuf {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}-{n}", std::process::id()));
-    path.with_file_name(name)
+        f.write_all(tt.test.pixels())
+    })
 }
 
 /// Maps the file [`write`] made; the data sets' pixels are views of the mapping.

@@ -37,3 +37,33 @@ pub use batch::{
 pub use dataset::{Dataset, LoadOptions, TrainTest};
 pub use error::{DataError, Result};
 pub use split::{Split, SplitManifest, SplitSpec};
+
+/// Creates `path` whole or not at all: `write` fills a temporary file beside it (unique to
+/// this process and call), which is synced and then renamed over `path`; on an error the
+/// temporary file is removed. Readers never see a partial file, and a killed writer leaves
+/// only a `.tmp-*` file, never a truncated `path`.
+pub(crate) fn write_atomic(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs_err::create_dir_all(dir)?;
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let result = (|| -> Result<()> {
+        let mut f = std::io::BufWriter::new(fs_err::File::create(&tmp)?);
+        write(&mut f)?;
+        let f = f.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        fs_err::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -142,16 +142,13 @@ impl SplitManifest {
         })
     }
 
-    /// Writes pretty JSON (temp file, then rename).
+    /// Writes pretty JSON, atomically ([`crate::write_atomic`]).
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(|e| DataError::Manifest {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        let tmp = path.with_extension("json.tmp");
-        fs_err::write(&tmp, json + "\n")?;
-        fs_err::rename(&tmp, path)?;
-        Ok(())
+        crate::write_atomic(path, |f| f.write_all((json + "\n").as_bytes()))
     }
 
     /// Reads a manifest and checks its digest.

@@ -132,47 +132,36 @@ impl Inputs {
     fn add(&mut self, r: &Row, only: Option<&str>) -> Result<(), RowError> {
         match r.table.as_str() {
             DatasetRow::TABLE => {
-                if let Some(x) = self.keep(r, only, |x: &DatasetRow| Some(&x.dataset))? {
-                    self.datasets.push(x);
-                }
+                let x = self.keep(r, only)?;
+                self.datasets.extend(x)
             }
             PretrainRow::TABLE => {
-                if let Some(x) = self.keep(r, only, |_: &PretrainRow| None)? {
-                    self.train_wall_s += x.wall_s.unwrap_or(0.0);
-                    self.pretrain.push(x);
-                }
+                let x = self.keep(r, only)?;
+                self.pretrain.extend(x)
             }
             TofaRow::TABLE => {
-                if let Some(x) = self.keep(r, only, |x: &TofaRow| Some(&x.dataset))? {
-                    self.train_wall_s += x.wall_s;
-                    self.tofa.push(x);
-                }
+                let x = self.keep(r, only)?;
+                self.tofa.extend(x)
             }
             BaselineRow::TABLE => {
-                if let Some(x) = self.keep(r, only, |x: &BaselineRow| Some(&x.dataset))? {
-                    self.train_wall_s += x.wall_s;
-                    self.baselines.push(x);
-                }
+                let x = self.keep(r, only)?;
+                self.baselines.extend(x)
             }
             PaletteRow::TABLE => {
-                if let Some(x) = self.keep(r, only, |x: &PaletteRow| Some(&x.dataset))? {
-                    self.palette.push(x);
-                }
+                let x = self.keep(r, only)?;
+                self.palette.extend(x)
             }
             PredictorRow::TABLE => {
-                if let Some(x) = self.keep(r, only, |x: &PredictorRow| Some(&x.dataset))? {
-                    self.predictor.push(x);
-                }
+                let x = self.keep(r, only)?;
+                self.predictor.extend(x)
             }
             SelectionRow::TABLE => {
-                if let Some(x) = self.keep(r, only, |x: &SelectionRow| Some(&x.dataset))? {
-                    self.selection.push(x);
-                }
+                let x = self.keep(r, only)?;
+                self.selection.extend(x)
             }
             LatencyRow::TABLE => {
-                if let Some(x) = self.keep(r, only, |x: &LatencyRow| Some(&x.dataset))? {
-                    self.latency.push(x);
-                }
+                let x = self.keep(r, only)?;
+                self.latency.extend(x)
             }
             // a table no artifact draws (a utility kind's): counted, not read
             _ => self.rows += 1,
@@ -180,29 +169,81 @@ impl Inputs {
         Ok(())
     }
 
-    /// `r` as a `T` unless it is of another data set than `only`.
-    fn keep<T: TableRow>(
-        &mut self,
-        r: &Row,
-        only: Option<&str>,
-        dataset: impl Fn(&T) -> Option<&String>,
-    ) -> Result<Option<T>, RowError> {
+    /// `r` as a `T` unless it is of another data set than `only`; counts it, its data set
+    /// and its training wall time.
+    fn keep<T: Input>(&mut self, r: &Row, only: Option<&str>) -> Result<Option<T>, RowError> {
         let x: T = r.parse()?;
-        let d = dataset(&x);
+        let d = x.dataset();
         if let (Some(only), Some(d)) = (only, d)
             && d != only
         {
             return Ok(None);
         }
         if let Some(d) = d
-            && !self.order.contains(d)
+            && !self.order.iter().any(|o| o == d)
         {
-            self.order.push(d.clone());
+            self.order.push(d.to_string());
         }
         self.rows += 1;
+        self.train_wall_s += x.train_wall_s();
         Ok(Some(x))
     }
 }
+
+/// A row an artifact reads: which data set it is of (none: every artifact's), and the
+/// training wall time it reports.
+trait Input: TableRow {
+    fn dataset(&self) -> Option<&str>;
+    fn train_wall_s(&self) -> f64 {
+        0.0
+    }
+}
+
+impl Input for PretrainRow {
+    fn dataset(&self) -> Option<&str> {
+        None
+    }
+    fn train_wall_s(&self) -> f64 {
+        self.wall_s.unwrap_or(0.0)
+    }
+}
+
+impl Input for TofaRow {
+    fn dataset(&self) -> Option<&str> {
+        Some(&self.dataset)
+    }
+    fn train_wall_s(&self) -> f64 {
+        self.wall_s
+    }
+}
+
+impl Input for BaselineRow {
+    fn dataset(&self) -> Option<&str> {
+        Some(&self.dataset)
+    }
+    fn train_wall_s(&self) -> f64 {
+        self.wall_s
+    }
+}
+
+/// The rows whose only part in an artifact's inputs is their data set.
+macro_rules! dataset_input {
+    ($($t:ty),*) => {$(
+        impl Input for $t {
+            fn dataset(&self) -> Option<&str> {
+                Some(&self.dataset)
+            }
+        }
+    )*};
+}
+
+dataset_input!(
+    DatasetRow,
+    PaletteRow,
+    PredictorRow,
+    SelectionRow,
+    LatencyRow
+);
 
 /// What an artifact tells the report about its inputs (`inputs.json`).
 #[derive(Debug, Serialize, Deserialize)]
