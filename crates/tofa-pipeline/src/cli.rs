@@ -173,6 +173,8 @@ struct DiffArgs {
 
 #[derive(Debug, Args)]
 struct CleanArgs {
+    /// Remove every entry, the pointers, the checkpoints (scratch) and the shared decoded
+    /// data sets, not only the entries no stage points to
     #[arg(long)]
     all: bool,
 }
