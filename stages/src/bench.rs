@@ -3,12 +3,14 @@
 //! Each model is measured in a fresh process (`tofa-pipeline device-bench <dir> --json ...`,
 //! the binary running this stage), so one model's allocations do not colour another's
 //! peak-memory reading. The stage runs the benchmarks one after another whatever its
-//! thread budget; the child uses `threads` rayon threads.
+//! thread budget; the child uses `threads` rayon threads. On a CUDA run (`--device`, the
+//! profile's `device`) the models run on that device, and the rows also carry the GPU
+//! memory (NVML; `tofa_select::gpu_memory`).
 
 use serde::{Deserialize, Serialize};
 use tofa_runner::BoxError;
 use tofa_runner::kind::{StageContext, StageKind};
-use tofa_select::{BenchOpts, BenchResult, bench_in_fresh_process, bench_in_process};
+use tofa_select::{BenchOpts, BenchResult, bench_in_fresh_process, bench_in_process_on};
 
 use crate::rows::{LatencyRow, PaletteRow};
 use crate::select::{Palette, PaletteEntry, Role};
@@ -71,10 +73,16 @@ impl StageKind for DeviceBench {
             ctx.progress.message(&e.id);
             let dir = dep_dir.join(&e.dir);
             let r = if p.fresh_process {
-                bench_in_fresh_process(&exe, &["device-bench".to_string()], &dir, &p.opts)?
+                let prefix = ["device-bench".to_string()];
+                bench_in_fresh_process(&exe, &prefix, &dir, &p.opts, &ctx.device)?
             } else {
-                bench_in_process(&dir, &p.opts)?
+                bench_in_process_on(&dir, &p.opts, &ctx.device)?
             };
+            // recorded in bench.json too; the rows then have no GPU columns
+            if let Some(why) = &r.gpu_memory_error {
+                ctx.progress
+                    .message(&format!("{}: no gpu memory: {why}", e.id));
+            }
             let model = match e.role {
                 Role::Maxnet => "maxnet".to_string(),
                 Role::Minnet => "minnet".to_string(),
@@ -95,6 +103,11 @@ impl StageKind for DeviceBench {
                     peak_over_baseline_mb: r.memory.peak_minus_baseline_bytes as f64 / MIB,
                     param_mb: r.memory.param_bytes as f64 / MIB,
                     activation_peak_mb: r.memory.activation_peak_bytes as f64 / MIB,
+                    peak_gpu_mb: r.gpu_memory.as_ref().map(|g| g.peak_bytes as f64 / MIB),
+                    peak_gpu_over_baseline_mb: r
+                        .gpu_memory
+                        .as_ref()
+                        .map(|g| g.peak_minus_baseline_bytes as f64 / MIB),
                 })?;
             }
             results.push(r);

@@ -235,6 +235,12 @@ pub struct LatencyRow {
     pub peak_over_baseline_mb: f64,
     pub param_mb: f64,
     pub activation_peak_mb: f64,
+    /// On a CUDA device: the GPU memory's peak and its peak over the baseline before the
+    /// model was loaded (the CUDA context), MiB, through NVML (`tofa_select::gpu_memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_gpu_mb: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_gpu_over_baseline_mb: Option<f64>,
 }
 
 impl TableRow for LatencyRow {

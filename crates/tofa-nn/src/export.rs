@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SubnetConfig;
@@ -146,8 +146,14 @@ pub struct StaticNet {
 }
 
 impl StaticNet {
-    /// Loads `dir/model.json` and `dir/model.safetensors`.
+    /// Loads `dir/model.json` and `dir/model.safetensors` onto the CPU.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_on(dir, &Device::Cpu)
+    }
+
+    /// As [`StaticNet::load`], onto `device` (the fused backend on the CPU, the portable one
+    /// elsewhere: [`crate::Backend::for_device`]).
+    pub fn load_on(dir: &Path, device: &Device) -> Result<Self> {
         let js = dir.join("model.json");
         let text = std::fs::read_to_string(&js).map_err(|source| NnError::Io {
             path: js.clone(),
@@ -157,7 +163,7 @@ impl StaticNet {
             path: js,
             msg: e.to_string(),
         })?;
-        let mut net = Supernet::new(&meta.space, 0)?;
+        let mut net = Supernet::new_on(&meta.space, 0, device)?;
         net.load(&dir.join("model.safetensors"))?;
         Ok(StaticNet { meta, net })
     }
@@ -165,6 +171,11 @@ impl StaticNet {
     /// The export's metadata.
     pub fn meta(&self) -> &StaticNetConfig {
         &self.meta
+    }
+
+    /// The device the weights live on; inputs must be there too.
+    pub fn device(&self) -> &Device {
+        self.net.device()
     }
 
     /// Eval-mode logits.

@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         let dir = tmp.join(name);
         export_subnet(&net, &cfg, None, &dir)?;
-        let r = bench_in_fresh_process(&exe, &["device-bench".into()], &dir, &opts)?;
+        let r = bench_in_fresh_process(&exe, &["device-bench".into()], &dir, &opts, "cpu")?;
         let (b1, bn) = (&r.latency[0], r.latency.last().unwrap_or(&r.latency[0]));
         println!(
             "| {name} `{}` | {:.2} | {} | {:.3} / {:.3} | {:.3} / {:.3} | {:.1} | {:.2} | {:.2} / {:.2} |",

@@ -4,7 +4,9 @@
 //! Inference (eval-mode forward of a [`tofa_nn::StaticNet`] on a fixed seeded random input) at
 //! batch 1 and batch N: `warmup` untimed runs, then `repeats` timed runs; the median
 //! (average of the two middle runs for an even count) and the p90 (nearest rank) in
-//! milliseconds. candle's CPU backend is synchronous, so a forward's wall time is its latency.
+//! milliseconds. candle's CPU backend is synchronous, so a forward's wall time is its latency;
+//! on a CUDA device each timed run ends with `Device::synchronize`, so that it counts the
+//! kernels and not only their launches.
 //!
 //! # Memory
 //! Linux only, from `/proc/self/status`: the resident set size (`VmRSS`) before the model is
@@ -19,13 +21,18 @@
 //! of one layer; total: the sum of every layer's output, what an allocator that never reused
 //! memory would hold).
 //!
+//! On a CUDA device the model is loaded there (portable backend) and its GPU memory is read
+//! through NVML the same way, baseline before loading and peak sampled every millisecond
+//! while it loads and runs ([`crate::gpu_memory`]): [`BenchResult::gpu_memory`]. The process
+//! figures above are then host memory.
+//!
 //! # The child command line ([`device_bench_main`])
-//! `MODEL_DIR [--json] [--batch N] [--warmup W] [--repeats R] [--seed S]`: prints a
+//! `MODEL_DIR [--json] [--device D] [--batch N] [--warmup W] [--repeats R] [--seed S]`: prints a
 //! [`BenchResult`] as JSON on stdout with `--json`, a short summary otherwise.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -34,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tofa_nn::{SearchSpace, StaticNet, SubnetConfig};
 
 use crate::error::{Result, SelectError};
+use crate::gpu_memory::{GpuMemory, GpuMemoryProbe, Scope};
 
 /// Options of a benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,8 +139,11 @@ pub struct Machine {
     pub logical_cpus: usize,
     /// Threads candle's CPU kernels use (`RAYON_NUM_THREADS` or the CPU count).
     pub threads: usize,
-    /// Always `cpu` for now.
+    /// The device the model ran on: `cpu`, `cuda` or `cuda:N`.
     pub backend: String,
+    /// The GPUs NVML lists, when the model ran on one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
     pub avx: bool,
     pub os: String,
     pub arch: String,
@@ -150,6 +161,12 @@ pub struct BenchResult {
     /// Batch 1 first, then batch N (when N > 1).
     pub latency: Vec<LatencyStats>,
     pub memory: MemoryReport,
+    /// GPU memory, when the model ran on a CUDA device and NVML could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<GpuMemory>,
+    /// Why there is no [`BenchResult::gpu_memory`] on a CUDA device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_error: Option<String>,
     pub machine: Machine,
     /// Whether it ran in a process of its own.
     pub fresh_process: bool,
@@ -191,6 +208,7 @@ pub fn machine() -> Machine {
         logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         threads: candle_core::utils::get_num_threads(),
         backend: "cpu".into(),
+        gpus: Vec::new(),
         avx: candle_core::utils::with_avx(),
         os: std::env::consts::OS.into(),
         arch: std::env::consts::ARCH.into(),
@@ -258,12 +276,45 @@ fn stats(batch: usize, mut ms: Vec<f64>) -> LatencyStats {
     }
 }
 
-/// Benchmarks the model in `model_dir` in this process (see the module docs).
+/// How often the GPU memory sampler reads.
+const GPU_SAMPLE_EVERY: Duration = Duration::from_millis(1);
+
+/// Benchmarks the model in `model_dir` in this process on the CPU (see the module docs).
 pub fn bench_in_process(model_dir: &Path, opts: &BenchOpts) -> Result<BenchResult> {
+    bench_in_process_on(model_dir, opts, "cpu")
+}
+
+/// As [`bench_in_process`], on `device` (`cpu`, `cuda`, `cuda:N`).
+pub fn bench_in_process_on(
+    model_dir: &Path,
+    opts: &BenchOpts,
+    device: &str,
+) -> Result<BenchResult> {
     opts.check()?;
+    let dev = tofa_nn::parse_device(device)?;
+    // on a GPU: NVML opened and the baseline read once the CUDA context exists (`dev`)
+    let (probe, mut gpu_memory_error) = match dev.is_cpu() {
+        true => (None, None),
+        false => match GpuMemoryProbe::open() {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
+    let gpu_baseline = match probe.as_ref().map(GpuMemoryProbe::read) {
+        Some(Err(e)) => {
+            gpu_memory_error = Some(e.to_string());
+            None
+        }
+        Some(Ok(r)) => Some(r),
+        None => None,
+    };
+    let sampler = match (&probe, gpu_baseline) {
+        (Some(p), Some(_)) => Some(p.sample(GPU_SAMPLE_EVERY)),
+        _ => None,
+    };
     let hwm_reset = reset_hwm();
     let baseline = status_kb("VmRSS").unwrap_or(0);
-    let net = StaticNet::load(model_dir)?;
+    let net = StaticNet::load_on(model_dir, &dev)?;
     let loaded = status_kb("VmRSS").unwrap_or(0);
     let meta = net.meta().clone();
     let space = &meta.space;
@@ -279,19 +330,45 @@ pub fn bench_in_process(model_dir: &Path, opts: &BenchOpts) -> Result<BenchResul
     for &b in &batches {
         let n = b * space.in_channels * r * r;
         let data: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        let x = Tensor::from_vec(data, (b, space.in_channels, r, r), &Device::Cpu)?;
+        let x =
+            Tensor::from_vec(data, (b, space.in_channels, r, r), &Device::Cpu)?.to_device(&dev)?;
         for _ in 0..opts.warmup {
             net.forward(&x)?;
         }
+        dev.synchronize()?;
         let mut ms = Vec::with_capacity(opts.repeats);
         for _ in 0..opts.repeats {
             let t = Instant::now();
             let y = net.forward(&x)?;
+            dev.synchronize()?;
             ms.push(t.elapsed().as_secs_f64() * 1e3);
             drop(y);
         }
         latency.push(stats(b, ms));
     }
+    let gpu_memory = match (probe, gpu_baseline, sampler) {
+        (Some(p), Some((base, scope)), Some(s)) => {
+            let last = p.read();
+            let (sampled, n, device_scope) = s.finish();
+            let (last_bytes, last_scope) = last.unwrap_or((0, scope));
+            let peak = sampled.max(last_bytes).max(base);
+            let device_wide = device_scope || scope == Scope::Device || last_scope == Scope::Device;
+            Some(GpuMemory {
+                baseline_bytes: base,
+                peak_bytes: peak,
+                peak_minus_baseline_bytes: peak - base,
+                samples: n + 2,
+                interval_ms: GPU_SAMPLE_EVERY.as_secs_f64() * 1e3,
+                scope: if device_wide {
+                    Scope::Device
+                } else {
+                    Scope::Process
+                },
+                gpus: p.gpus().unwrap_or_default(),
+            })
+        }
+        _ => None,
+    };
     let peak = status_kb("VmHWM").unwrap_or(0).max(loaded);
     let (act_peak, act_total) = activation_elems(space, cfg);
     let big = *batches.last().unwrap_or(&1) as u64;
@@ -305,6 +382,16 @@ pub fn bench_in_process(model_dir: &Path, opts: &BenchOpts) -> Result<BenchResul
         macs: cost.macs,
         params: cost.params,
         latency,
+        gpu_memory_error,
+        machine: Machine {
+            backend: device.to_string(),
+            gpus: gpu_memory
+                .as_ref()
+                .map(|g| g.gpus.clone())
+                .unwrap_or_default(),
+            ..machine()
+        },
+        gpu_memory,
         memory: MemoryReport {
             baseline_rss_bytes: baseline,
             loaded_rss_bytes: loaded,
@@ -316,7 +403,6 @@ pub fn bench_in_process(model_dir: &Path, opts: &BenchOpts) -> Result<BenchResul
             activation_peak_bytes: act_peak * 4 * big,
             activation_total_bytes: act_total * 4 * big,
         },
-        machine: machine(),
         fresh_process: false,
         opts: *opts,
     })
@@ -324,19 +410,21 @@ pub fn bench_in_process(model_dir: &Path, opts: &BenchOpts) -> Result<BenchResul
 
 /// Benchmarks the model in a fresh process: runs `exe <args_prefix...> <model_dir> --json
 /// <opts...>` (a binary whose command line is [`device_bench_main`]) and parses the JSON it
-/// prints as the last line of its stdout. The child inherits the environment, so
+/// prints as the last line of its stdout, on `device`. The child inherits the environment, so
 /// `RAYON_NUM_THREADS` sets its thread count.
 pub fn bench_in_fresh_process(
     exe: &Path,
     args_prefix: &[String],
     model_dir: &Path,
     opts: &BenchOpts,
+    device: &str,
 ) -> Result<BenchResult> {
     opts.check()?;
     let out = Command::new(exe)
         .args(args_prefix)
         .arg(model_dir)
         .arg("--json")
+        .args(["--device", device])
         .args(opts.to_args())
         .output()
         .map_err(|source| SelectError::Io {
@@ -369,8 +457,9 @@ pub fn bench_in_fresh_process(
     Ok(r)
 }
 
-/// The child command line: `MODEL_DIR [--json] [--batch N] [--warmup W] [--repeats R]
-/// [--seed S]`, parsed by clap in `tofa-pipeline device-bench` and `tofa-device-bench`.
+/// The child command line: `MODEL_DIR [--json] [--device D] [--batch N] [--warmup W]
+/// [--repeats R] [--seed S]`, parsed by clap in `tofa-pipeline device-bench` and
+/// `tofa-device-bench`.
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct DeviceBenchArgs {
     /// An exported model's directory (`model.json` and weights).
@@ -378,6 +467,9 @@ pub struct DeviceBenchArgs {
     /// Print the result as one JSON object (what the `device_bench` stage reads).
     #[arg(long)]
     pub json: bool,
+    /// Where to run it: `cpu`, `cuda` or `cuda:N` (a CUDA build, see README).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// The larger batch; batch 1 is always measured.
     #[arg(long, default_value_t = BenchOpts::default().batch)]
     pub batch: usize,
@@ -405,7 +497,7 @@ impl DeviceBenchArgs {
 
 /// Runs the child command: measures the model in this process and prints the result.
 pub fn device_bench_main(args: &DeviceBenchArgs) -> Result<()> {
-    let mut r = bench_in_process(&args.model_dir, &args.opts())?;
+    let mut r = bench_in_process_on(&args.model_dir, &args.opts(), &args.device)?;
     r.fresh_process = true;
     if args.json {
         let text = serde_json::to_string(&r)
@@ -429,6 +521,18 @@ pub fn device_bench_main(args: &DeviceBenchArgs) -> Result<()> {
             r.machine.threads,
             r.machine.backend
         );
+        if let Some(g) = &r.gpu_memory {
+            println!(
+                "gpu memory peak - baseline: {} bytes ({:?} scope, {} readings, {})",
+                g.peak_minus_baseline_bytes,
+                g.scope,
+                g.samples,
+                g.gpus.join(", ")
+            );
+        }
+        if let Some(e) = &r.gpu_memory_error {
+            println!("no gpu memory: {e}");
+        }
     }
     Ok(())
 }

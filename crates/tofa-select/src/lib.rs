@@ -16,9 +16,10 @@
 //!   ([`predictor`], encodings in [`encode`]) with held-out Kendall tau and RMSE, constrained
 //!   evolution per budget, the pick evaluated for real.
 //! - [`device`]: latency (batch 1 and N, median and p90) and peak memory of an exported model,
-//!   in process or in a fresh process; the machine described.
+//!   in process or in a fresh process, on the CPU or a CUDA device ([`gpu_memory`]: the GPU
+//!   memory through NVML); the machine described.
 //!
-//! No I/O besides reading exported models and `/proc`; every random choice comes from a
+//! No I/O besides reading exported models, `/proc` and NVML; every random choice comes from a
 //! seeded ChaCha RNG.
 
 pub mod device;
@@ -26,6 +27,7 @@ pub mod encode;
 pub mod error;
 pub mod eval;
 pub mod evolution;
+pub mod gpu_memory;
 pub mod metric;
 pub mod predictor;
 pub mod random;
@@ -33,7 +35,7 @@ pub mod rule;
 
 pub use device::{
     BenchOpts, BenchResult, DeviceBenchArgs, bench_in_fresh_process, bench_in_process,
-    device_bench_main,
+    bench_in_process_on, device_bench_main,
 };
 pub use encode::{Encoder, Encoding};
 pub use error::{BoxError, Result, SelectError};

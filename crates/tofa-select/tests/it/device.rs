@@ -36,6 +36,10 @@ fn sane(r: &BenchResult, opts: &BenchOpts) {
             && r.memory.activation_total_bytes >= r.memory.activation_peak_bytes
     );
     assert_eq!(r.machine.backend, "cpu");
+    // the GPU fields are for CUDA runs only, and absent from the JSON of a CPU one
+    assert!(r.gpu_memory.is_none() && r.gpu_memory_error.is_none() && r.machine.gpus.is_empty());
+    let json = serde_json::to_string(r).unwrap();
+    assert!(!json.contains("gpu"), "{json}");
     assert!(r.machine.threads >= 1 && !r.machine.cpu_model.is_empty());
     let s = tiny();
     assert_eq!(r.source_id, SubnetConfig::minnet(&s).id());
@@ -60,7 +64,7 @@ fn bench_in_process_and_fresh_process() {
     assert!(!r.fresh_process);
 
     let exe = Path::new(env!("CARGO_BIN_EXE_tofa-device-bench"));
-    let f = bench_in_fresh_process(exe, &[], &dir, &opts).unwrap();
+    let f = bench_in_fresh_process(exe, &[], &dir, &opts, "cpu").unwrap();
     sane(&f, &opts);
     assert!(f.fresh_process);
     assert!(f.memory.peak_minus_baseline_bytes > 0, "{:?}", f.memory);
@@ -86,7 +90,7 @@ fn child_errors_are_clear() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");
     let exe = Path::new(env!("CARGO_BIN_EXE_tofa-device-bench"));
-    let err = bench_in_fresh_process(exe, &[], &missing, &BenchOpts::default())
+    let err = bench_in_fresh_process(exe, &[], &missing, &BenchOpts::default(), "cpu")
         .unwrap_err()
         .to_string();
     assert!(err.contains("nope") && err.contains("model.json"), "{err}");
@@ -106,6 +110,18 @@ fn child_errors_are_clear() {
         err.contains("invalid value 'x' for '--batch <BATCH>'"),
         "{err}"
     );
+    let (code, err) = child(&["d", "--device", "gpu"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("device `gpu`: expected `cpu`, `cuda` or `cuda:N`"),
+        "{err}"
+    );
+    if !cfg!(feature = "cuda") {
+        let dir = export(tmp.path());
+        let (code, err) = child(&[dir.to_str().unwrap(), "--device", "cuda"]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("build with `--features cuda`"), "{err}");
+    }
     let (code, err) = child(&[missing.to_str().unwrap()]);
     assert_eq!(code, Some(1), "a failed benchmark exits 1: {err}");
 }
