@@ -5,12 +5,11 @@
 //! on (CUDA included) and computes the same network: test
 //! `portable_and_fused_backends_are_the_same_network` (logits, every gradient, BN statistics).
 //!
-//! The depthwise convolution is a sum of `k * k` shifted windows, each scaled per channel,
-//! rather than candle's `conv2d(groups = C)`: candle runs a grouped convolution as one
-//! convolution per group (`Tensor::conv2d` chunks input and kernel), which for a depthwise
-//! layer of the paper's space is up to 1,152 kernel launches forward and more backward,
-//! against `2 k^2` elementwise ops here. A strided layer is computed at stride 1 and then
-//! subsampled (4x the work of its own output, on the few strided layers).
+//! The depthwise convolution is the one op here that is not a composition: candle has no
+//! depthwise convolution (its `conv2d(groups = C)` runs one convolution per channel), and a
+//! composition of shifted windows keeps `2 k^2` copies of the layer's output in the graph,
+//! which does not fit a GPU at the paper's scale. It is [`crate::portable_dw`]'s op, with
+//! CPU and CUDA kernels and its own backward.
 //!
 //! [`Backend::Portable`]: crate::supernet::Backend::Portable
 
@@ -36,44 +35,16 @@ fn pad(x: &Tensor, (before, after): (usize, usize)) -> Result<Tensor> {
         .pad_with_zeros(3, before, after)?)
 }
 
-/// Keeps every `s`-th row and column of an NCHW tensor, starting at 0, `ho x wo` of them.
-fn subsample(y: &Tensor, s: usize, ho: usize, wo: usize) -> Result<Tensor> {
-    if s == 1 {
-        return Ok(y.clone());
-    }
-    let dev = y.device();
-    let rows: Vec<u32> = (0..ho).map(|i| (i * s) as u32).collect();
-    let cols: Vec<u32> = (0..wo).map(|i| (i * s) as u32).collect();
-    let y = y.index_select(&Tensor::new(rows, dev)?, 2)?;
-    Ok(y.index_select(&Tensor::new(cols, dev)?, 3)?)
-}
-
 /// A full convolution: `x [B, Cin, H, W]`, `w [Cout, Cin, k, k]`, zero padding `pads` on each
 /// side (possibly asymmetric, TensorFlow `SAME`), stride `s`.
 pub(crate) fn conv(x: &Tensor, w: &Tensor, s: usize, pads: (usize, usize)) -> Result<Tensor> {
     Ok(pad(x, pads)?.conv2d(&w.contiguous()?, 0, s, 1, 1)?)
 }
 
-/// A depthwise convolution: `x [B, C, H, W]`, `w [C, 1, k, k]`, as [`conv`] otherwise.
+/// A depthwise convolution: `x [B, C, H, W]`, `w [C, 1, k, k]`, as [`conv`] otherwise; an op
+/// of its own with CPU and CUDA kernels ([`crate::portable_dw`]).
 pub(crate) fn depthwise(x: &Tensor, w: &Tensor, s: usize, pads: (usize, usize)) -> Result<Tensor> {
-    let c = x.dim(1)?;
-    let k = w.dim(2)?;
-    let xp = pad(x, pads)?;
-    let (_, _, hp, wp) = xp.dims4()?;
-    let (h1, w1) = (hp + 1 - k, wp + 1 - k);
-    let mut y: Option<Tensor> = None;
-    for i in 0..k {
-        for j in 0..k {
-            let tap = w.narrow(2, i, 1)?.narrow(3, j, 1)?.reshape((1, c, 1, 1))?;
-            let win = xp.narrow(2, i, h1)?.narrow(3, j, w1)?.broadcast_mul(&tap)?;
-            y = Some(match y {
-                Some(acc) => (acc + win)?,
-                None => win,
-            });
-        }
-    }
-    let y = y.expect("a kernel has at least one tap");
-    subsample(&y, s, (hp - k) / s + 1, (wp - k) / s + 1)
+    crate::portable_dw::depthwise(x, w, s, pads)
 }
 
 /// Batch norm of `z [B, C, H, W]` with `gamma`, `beta` (`[C]`); returns the normalised

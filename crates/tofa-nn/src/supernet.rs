@@ -12,6 +12,7 @@ use crate::error::{NnError, Result};
 use crate::ops::act::Fn1;
 use crate::ops::{self, BatchStats, FusedSpec, Layout4, Norm};
 use crate::portable::{self, PortableNorm};
+use crate::precision::Precision;
 use crate::space::{Activation, Padding, SearchSpace, max_of, se_channels};
 
 const BN_MOMENTUM: f64 = 0.1;
@@ -70,6 +71,7 @@ enum Run<'a, 'b> {
 struct Ctx<'a, 'b> {
     run: Run<'a, 'b>,
     backend: Backend,
+    precision: Precision,
     eps: f64,
     padding: Padding,
     macs: u64,
@@ -447,6 +449,7 @@ pub struct Supernet {
     head_seed: u64,
     device: Device,
     backend: Backend,
+    precision: Precision,
 }
 
 impl Supernet {
@@ -487,6 +490,7 @@ impl Supernet {
             head_seed,
             device: device.clone(),
             backend: Backend::for_device(device),
+            precision: Precision::F32,
         })
     }
 
@@ -508,7 +512,30 @@ impl Supernet {
                 self.device
             )));
         }
+        if backend == Backend::Fused && !self.precision.is_f32() {
+            return Err(NnError::Input(format!(
+                "the fused backend runs in f32 only, the supernet is set to {:?}: set f32 first",
+                self.precision
+            )));
+        }
         self.backend = backend;
+        Ok(())
+    }
+
+    /// The precision of the products ([`crate::precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Runs the convolutions and linear layers in `precision` from now on. bf16 needs the
+    /// portable backend ([`Supernet::set_backend`]); the weights stay f32 either way.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if precision != Precision::F32 && self.backend == Backend::Fused {
+            return Err(NnError::Input(format!(
+                "{precision:?} runs on the portable backend only, the supernet runs on the fused one: set the portable backend first"
+            )));
+        }
+        self.precision = precision;
         Ok(())
     }
 
@@ -710,6 +737,7 @@ impl Supernet {
         let mut ctx = Ctx {
             run,
             backend: self.backend,
+            precision: self.precision,
             eps: self.space.bn_eps,
             padding: self.space.padding,
             macs: 0,
@@ -817,9 +845,16 @@ impl Ctx<'_, '_> {
                 (y, stats.map(Measured::Host))
             }
             Backend::Portable => {
+                let p = self.precision;
                 let z = match kind {
-                    ConvKind::Depthwise => portable::depthwise(x, w, stride, pads)?,
-                    _ => portable::conv(x, w, stride, pads)?,
+                    ConvKind::Depthwise => {
+                        let (x, w) = (p.rounded(x)?, p.rounded(w)?);
+                        p.result(&portable::depthwise(&x, &w, stride, pads)?)?
+                    }
+                    _ => {
+                        let (x, w) = (p.operand(x)?, p.operand(w)?);
+                        p.result(&portable::conv(&x, &w, stride, pads)?)?
+                    }
                 };
                 let norm = match fixed {
                     Some((mean, var)) => PortableNorm::Fixed(mean, var),
@@ -851,7 +886,12 @@ impl Ctx<'_, '_> {
         let b = b.narrow(0, 0, out)?;
         self.macs += (out * inp) as u64;
         self.params += (out * inp + out) as u64;
-        Ok(x.matmul(&w.t()?)?.broadcast_add(&b)?)
+        let p = self.precision;
+        // contiguous before the transpose: a narrowed weight's rows are strided, which
+        // candle's CPU matmul takes and cuBLAS does not ("matmul is only supported for
+        // contiguous tensors", seen on CUDA)
+        let xw = p.operand(x)?.matmul(&p.operand(&w.contiguous()?)?.t()?)?;
+        Ok(p.result(&xw)?.broadcast_add(&b)?)
     }
 
     /// An activation of any tensor.

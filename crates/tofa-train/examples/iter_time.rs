@@ -4,7 +4,9 @@
 //! `NAME` feeds batches at the space's largest resolution (`small`: 48x48).
 //! `TOFA_DEVICE` (`cpu`, `cuda`, `cuda:N`; default `cpu`) picks the device, and with it the
 //! backend (fused on the CPU, portable elsewhere); `TOFA_RUNS` (e.g. `tofa/full`) keeps only
-//! the runs whose name starts with one of its comma-separated prefixes.
+//! the runs whose name starts with one of its comma-separated prefixes; `TOFA_PRECISION=bf16`
+//! trains with bf16 products (`tofa_nn::precision`: on the portable backend, emulated on the
+//! CPU) and `TOFA_BACKEND=portable` runs f32 on the portable backend on the CPU too.
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=1 cargo run --release -p tofa-train --example iter_time -- [ITERS] [SPACE...]
@@ -35,6 +37,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: Vec<String> = std::env::var("TOFA_RUNS")
         .map(|v| v.split(',').map(str::to_string).collect())
         .unwrap_or_default();
+    let precision: tofa_nn::Precision = match std::env::var("TOFA_PRECISION") {
+        Ok(p) => serde_json::from_value(serde_json::Value::String(p))?,
+        Err(_) => tofa_nn::Precision::F32,
+    };
+    let portable = std::env::var("TOFA_BACKEND").is_ok_and(|b| b == "portable");
     let wanted = |run: &str| runs.is_empty() || runs.iter().any(|p| run.starts_with(p.as_str()));
     let task = generate_task(0, &TaskSpec::new("bench", 10, (40, 1), 0.5, 0.0), (32, 32))?;
     let ds = &task.train;
@@ -42,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let unlabelled: Vec<u32> = (100..ds.len() as u32).collect();
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
     println!(
-        "RAYON_NUM_THREADS={threads}, device {device:?}, {iters} timed iterations after 1 warm-up, 32 + 32 images"
+        "RAYON_NUM_THREADS={threads}, device {device:?}, precision {precision:?}, {iters} timed iterations after 1 warm-up, 32 + 32 images"
     );
     println!("space\trun\ts/iter\tGMACs/iter");
     // `NAME@R` restricts the space to R x R inputs; plain `NAME` feeds batches at the space's
@@ -70,14 +77,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ) -> tofa_train::Result<tofa_train::TrainOutcome>|
          -> Result<(f64, f64), Box<dyn std::error::Error>> {
             let mut net = Supernet::new_on(&space, 0, &device)?;
+            if portable {
+                net.set_backend(tofa_nn::Backend::Portable)?;
+            }
             let warm = TrainConfig {
                 iterations: 1,
+                precision,
                 ..TrainConfig::default()
             };
             run(&mut net, &warm)?;
             let cfg = TrainConfig {
                 iterations: iters,
-                ..TrainConfig::default()
+                ..warm
             };
             let t0 = Instant::now();
             let out = run(&mut net, &cfg)?;

@@ -17,7 +17,8 @@ Images are random tensors: data loading is not timed here (about 8 ms per 32 + 3
 ours at 32x32, see the crate README).
 
 On a GPU (`scripts/gpu-check.sh`): `--device cuda` also prints the peak CUDA memory
-(`torch.cuda.max_memory_allocated`) and synchronises before reading the clock.
+(`torch.cuda.max_memory_allocated`) and synchronises before reading the clock; `--bf16` runs
+the forward under bf16 autocast (the backward follows its dtypes; SGD stays f32).
 """
 import argparse
 import pathlib
@@ -65,6 +66,7 @@ def main():
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--device", default="cpu")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward (CUDA)")
     a = p.parse_args()
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     dev = torch.device(a.device)
@@ -90,6 +92,12 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+            loss = total_loss()
+        loss.backward()
+        opt.step()
+
+    def total_loss():
         t_l = maxnet(xl)
         loss = F.cross_entropy(t_l, y, label_smoothing=0.1)
         with torch.no_grad():
@@ -100,8 +108,7 @@ def main():
         loss = loss + (F.cross_entropy(maxnet(xs), pseudo, label_smoothing=0.1, reduction="none") * mask).mean()
         for n in (*randoms, minnet):
             loss = loss + kl(n(xl), t_l) + kl(n(xw), t_u)
-        loss.backward()
-        opt.step()
+        return loss
 
     step()
     step()
@@ -113,6 +120,7 @@ def main():
     s = (time.perf_counter() - t) / a.reps
     where = f"{a.threads} threads" if dev.type == "cpu" else str(dev)
     where += ", channels-last" if a.channels_last else ", NCHW"
+    where += ", bf16 autocast" if a.bf16 else ""
     peak = ""
     if dev.type == "cuda":
         peak = f", peak {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB"

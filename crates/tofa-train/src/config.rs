@@ -2,6 +2,7 @@
 //! rate schedule.
 
 use serde::{Deserialize, Serialize};
+use tofa_nn::Precision;
 
 use crate::error::{Result, config_err};
 
@@ -115,6 +116,12 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Seed of every random draw of the run (subnet sampling, dropout, batches).
     pub seed: u64,
+    /// The precision of the products while training (`tofa_nn::precision`): `bf16` trains on
+    /// the portable backend (on the CPU with bf16 rounding emulated in f32), with f32 master
+    /// weights; evaluation and export stay f32 on the net's own backend. Off by default, and
+    /// not serialised when `f32`, so configs written before it existed keep their keys.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -139,6 +146,7 @@ impl Default for TrainConfig {
             variant: Variant::Full,
             checkpoint_every: 1000,
             seed: 0,
+            precision: Precision::F32,
         }
     }
 }

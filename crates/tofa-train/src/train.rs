@@ -9,7 +9,9 @@ use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tofa_data::{BatchConfig, Dataset, TrainBatch, TrainLoader};
-use tofa_nn::{Mode, Omega, SearchSpace, Sgd, SgdConfig, SubnetConfig, Supernet, TrainOpts};
+use tofa_nn::{
+    Backend, Mode, Omega, SearchSpace, Sgd, SgdConfig, SubnetConfig, Supernet, TrainOpts,
+};
 
 use crate::checkpoint::{self, CheckpointState, STATE_VERSION};
 use crate::config::{TrainConfig, Variant};
@@ -484,7 +486,30 @@ struct RunId {
 }
 
 /// The shared loop: schedule, resume, step, NaN check, optimiser, checkpoints, progress.
+/// [`run_loop_in`] at `cfg.precision`: a bf16 run trains on the portable backend; the net's
+/// backend and precision are put back afterwards (on error too), so that evaluation and
+/// export run as they would after an f32 run.
 fn run_loop(
+    id: RunId,
+    net: &mut Supernet,
+    data: &TrainData<'_>,
+    cfg: &TrainConfig,
+    ckpt_dir: Option<&Path>,
+    progress: &mut dyn FnMut(TrainProgress),
+    step: &mut dyn FnMut(StepCtx<'_>) -> Result<StepOut>,
+) -> Result<TrainOutcome> {
+    let (backend, precision) = (net.backend(), net.precision());
+    if !cfg.precision.is_f32() {
+        net.set_backend(Backend::Portable)?;
+    }
+    net.set_precision(cfg.precision)?;
+    let out = run_loop_in(id, net, data, cfg, ckpt_dir, progress, step);
+    net.set_precision(precision)?;
+    net.set_backend(backend)?;
+    out
+}
+
+fn run_loop_in(
     id: RunId,
     net: &mut Supernet,
     data: &TrainData<'_>,

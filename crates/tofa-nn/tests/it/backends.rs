@@ -6,7 +6,7 @@
 use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tofa_nn::{Backend, Mode, SearchSpace, SubnetConfig, Supernet};
+use tofa_nn::{Backend, Mode, Precision, SearchSpace, SubnetConfig, Supernet};
 
 use super::{input, max_abs, max_diff, tiny, train_updating};
 
@@ -157,4 +157,96 @@ fn the_fused_backend_is_cpu_only_and_inputs_must_be_on_the_nets_device() {
     assert_eq!(Backend::for_device(net.device()), Backend::Fused);
     net.set_backend(Backend::Portable).unwrap();
     net.set_backend(Backend::Fused).unwrap();
+}
+
+/// Whether every value of `t` is one bf16 holds (its low 16 bits are zero).
+fn all_bf16(t: &Tensor) -> bool {
+    let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    v.iter().all(|x| x.to_bits() & 0xffff == 0)
+}
+
+/// bf16 on the portable backend (emulated on the CPU, see `tofa_nn::precision`): the
+/// convolution and linear weights' gradients are rounded to bf16 (they leave a bf16 product),
+/// BN's are not (it runs in f32), the weights and their gradients stay f32, and the network is
+/// the f32 one to bf16's precision.
+#[test]
+fn bf16_rounds_at_the_products_and_nowhere_else() {
+    let space = tiny();
+    let f32net = {
+        let mut n = Supernet::new(&space, 7).unwrap();
+        n.set_backend(Backend::Portable).unwrap();
+        n
+    };
+    let mut bf16 = Supernet::new(&space, 7).unwrap();
+    perturb_bn([&f32net, &bf16]);
+    let e = bf16.set_precision(Precision::Bf16).unwrap_err().to_string();
+    assert!(e.contains("portable backend only"), "{e}");
+    bf16.set_backend(Backend::Portable).unwrap();
+    bf16.set_precision(Precision::Bf16).unwrap();
+    let e = bf16.set_backend(Backend::Fused).unwrap_err().to_string();
+    assert!(e.contains("f32 only"), "{e}");
+    assert_eq!(bf16.precision(), Precision::Bf16);
+
+    let x = input(4, 32, 3);
+    let y = Tensor::new(&[1u32, 3, 5, 7], x.device()).unwrap();
+    let cfg = SubnetConfig::maxnet(&space);
+    let train = |net: &Supernet| {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let logits = net
+            .forward_t(&x, &cfg, train_updating(&mut rng, 0.0, 0.0))
+            .unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
+        (logits, loss.backward().unwrap())
+    };
+    let (l32, g32) = train(&f32net);
+    let (l16, g16) = train(&bf16);
+    assert_eq!(l16.dtype(), candle_core::DType::F32);
+    let r = rel(&l16, &l32, 1e-6);
+    // rounded (8 bits of mantissa, ~0.4% per rounding, a dozen layers deep), not f32
+    assert!(r > 1e-5 && r < 0.1, "bf16 logits off by {r:e}");
+    let (mut rounded, mut not_rounded) = (0, 0);
+    let (mut worst, mut largest) = (0f32, 0f32);
+    for (p, p32) in bf16.params().iter().zip(f32net.params()) {
+        let g = g16
+            .get(&p.var)
+            .expect("every maxnet parameter has a gradient");
+        assert_eq!(g.dtype(), candle_core::DType::F32, "{}", p.name);
+        assert_eq!(p.var.dtype(), candle_core::DType::F32, "{}", p.name);
+        let product = p.name.ends_with("conv.weight")
+            || (p.name.ends_with(".weight")
+                && (p.name.contains(".se.")
+                    || p.name.starts_with("classifier")
+                    || p.name.starts_with("head.mix")));
+        if product {
+            assert!(
+                all_bf16(g),
+                "{}: a product's weight gradient is bf16",
+                p.name
+            );
+            rounded += 1;
+        } else if !all_bf16(g) {
+            not_rounded += 1;
+        }
+        worst = worst.max(max_diff(
+            g,
+            g32.get(&p32.var).expect("the f32 net has it too"),
+        ));
+        largest = largest.max(max_abs(g));
+    }
+    // relative to the largest gradient: BN on a batch of 4 amplifies the rounding in the
+    // small gradients (up to 50% of a BN shift's own size, 2% of the largest)
+    assert!(
+        worst / largest < 0.05,
+        "gradients off by {worst:e} of {largest:e}"
+    );
+    assert!(rounded > 10, "{rounded} product weights");
+    assert!(
+        not_rounded > 10,
+        "BN and bias gradients are computed in f32 ({not_rounded})"
+    );
+    // evaluation in bf16 agrees with f32 to its precision
+    let e32 = f32net.forward_t(&x, &cfg, Mode::Eval(None)).unwrap();
+    let e16 = bf16.forward_t(&x, &cfg, Mode::Eval(None)).unwrap();
+    let r = rel(&e16, &e32, 1e-6);
+    assert!(r > 1e-5 && r < 0.1, "bf16 eval logits off by {r:e}");
 }

@@ -145,3 +145,44 @@ fn curve_is_written_as_csv_and_averaged_in_windows() {
     assert!(avg[0].dist_unlab.is_none() && avg[0].fm.is_some());
     assert!(out.cost.images_per_s() > 0.0);
 }
+
+/// `precision = "bf16"` trains on the portable backend with bf16 products: the same run as in
+/// f32 to bf16's precision, other bits, a deterministic one, and the net handed back on its
+/// own backend in f32. An f32 config serialises without the key.
+#[test]
+fn a_bf16_run_trains_on_the_portable_backend_and_hands_the_net_back_in_f32() {
+    use tofa_nn::{Backend, Precision};
+    let t = task(12, 0.3);
+    let space = space();
+    let cfg = small_cfg(3, Variant::Full);
+    let bf16 = TrainConfig {
+        precision: Precision::Bf16,
+        ..cfg.clone()
+    };
+    let run = |cfg: &TrainConfig| {
+        let mut net = Supernet::new(&space, 1).unwrap();
+        let out = train_tofa(&mut net, &t.data(), cfg, None, &mut |_| {}).unwrap();
+        assert_eq!(net.backend(), Backend::Fused);
+        assert_eq!(net.precision(), Precision::F32);
+        (weights(&net), out)
+    };
+    let (w32, o32) = run(&cfg);
+    let (w16, o16) = run(&bf16);
+    assert_eq!(run(&bf16).0, w16, "a bf16 run is deterministic");
+    assert_ne!(w16, w32, "bf16 rounds");
+    for (a, b) in o16.curve.iter().zip(&o32.curve) {
+        assert!(
+            (a.total - b.total).abs() < 0.05 * b.total.abs(),
+            "iteration {}: bf16 loss {} against f32 {}",
+            b.iter,
+            a.total,
+            b.total
+        );
+    }
+    let json = serde_json::to_value(&cfg).unwrap();
+    assert!(json.get("precision").is_none(), "{json}");
+    assert_eq!(
+        serde_json::to_value(&bf16).unwrap()["precision"],
+        serde_json::json!("bf16")
+    );
+}
