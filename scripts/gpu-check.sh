@@ -19,7 +19,8 @@
 #    weights come from the Hugging Face Hub, which such a machine cannot reach), one `full`
 #    TOFA training at 100 iterations; its accuracy goes beside the same command on the CPU.
 #
-# The timeouts sum to under 10 minutes. Nothing here was run on a GPU yet (no machine was lent when it was written): see README, GPU.
+# The timeouts sum to 450 s. First run on an H200 on 2026-12-04 (before the depthwise op and
+# the fixes it prompted; README, GPU, has what it measured).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-gpu-check-out}}
