@@ -14,6 +14,14 @@ use tofa_nn::{Mode, SearchSpace, Sgd, SgdConfig, SubnetConfig, Supernet, TrainOp
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tofa_nn::runtime::tune_allocator();
+    // SAFETY: first thing in `main`, before any thread is spawned.
+    unsafe { tofa_nn::runtime::tune_candle_pool() };
+    // on a pool worker, as a pipeline stage runs
+    tofa_nn::runtime::on_worker(|| run().map_err(|e| e.to_string()))?;
+    Ok(())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let spec = args.first().map_or("small@32", String::as_str);
     let (name, hw) = spec.split_once('@').ok_or("SPACE@RES, e.g. lite0@96")?;

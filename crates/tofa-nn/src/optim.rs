@@ -122,10 +122,13 @@ impl Sgd {
         Ok(())
     }
 
-    /// One update from `loss.backward()`.
+    /// One update from `loss.backward()`, run on a rayon worker (see
+    /// [`crate::runtime::on_worker`]).
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
-        let grads = loss.backward()?;
-        self.step(&grads)
+        crate::runtime::on_worker(|| {
+            let grads = loss.backward()?;
+            self.step(&grads)
+        })
     }
 }
 

@@ -33,7 +33,7 @@ pub struct Param {
 /// so the same seed gives the same result.
 pub struct TrainOpts<'a> {
     /// Source of dropout and drop-connect masks.
-    pub rng: &'a mut dyn RngCore,
+    pub rng: &'a mut (dyn RngCore + Send),
     /// Dropout probability before the classifier.
     pub dropout: f32,
     /// Drop-connect (stochastic depth) probability on residual branches.
@@ -713,7 +713,18 @@ impl Supernet {
         })
     }
 
+    /// Every forward pass (train, eval, recalibration) goes through here, on a rayon worker
+    /// (see [`crate::runtime::on_worker`]).
     fn run(&self, x: &Tensor, cfg: &SubnetConfig, run: Run<'_, '_>) -> Result<(Tensor, u64, u64)> {
+        crate::runtime::on_worker(|| self.run_here(x, cfg, run))
+    }
+
+    fn run_here(
+        &self,
+        x: &Tensor,
+        cfg: &SubnetConfig,
+        run: Run<'_, '_>,
+    ) -> Result<(Tensor, u64, u64)> {
         cfg.validate(&self.space)?;
         let (_, c, h, w) = x.dims4().map_err(|_| {
             NnError::Input(format!("input shape {:?} is not [B, C, H, W]", x.dims()))

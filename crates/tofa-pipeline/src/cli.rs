@@ -231,6 +231,7 @@ fn load(g: &Global) -> Result<Ctx> {
     if let Some(d) = &g.device {
         plan.device = Some(d.clone());
     }
+    plan.numerics = tofa_nn::runtime::numerics_tag();
     if let Some(d) = &plan.device {
         // opened once here so that a bad or unavailable device fails before any stage runs
         tofa_nn::parse_device(d)

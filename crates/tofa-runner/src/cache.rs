@@ -79,6 +79,10 @@ pub struct KeyInput {
     /// the CPU's in its last bits). Absent for the CPU, so CPU keys are what they always were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The build's arithmetic when it differs from the default build's in its last bits (a
+    /// binary built with AVX-512 GEMM kernels: `gemm-avx512`). Absent for the default build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numerics: Option<String>,
 }
 
 impl KeyInput {
@@ -637,14 +641,21 @@ mod tests {
             seed: 0,
             deps: BTreeMap::new(),
             device: None,
+            numerics: None,
         };
         let k0 = base.key();
-        // the CPU adds nothing to a key: keys made before devices existed still hit
+        // the CPU and the default build add nothing to a key: keys made before devices and
+        // build tags existed still hit
         let v = serde_json::to_value(&base).unwrap();
         assert!(!canonical_json(&v).contains("device"), "{v}");
+        assert!(!canonical_json(&v).contains("numerics"), "{v}");
         let mut g = base.clone();
         g.device = Some("cuda:0".into());
         assert_ne!(g.key(), k0);
+        let mut n = base.clone();
+        n.numerics = Some("gemm-avx512".into());
+        assert_ne!(n.key(), k0);
+        assert_ne!(n.key(), g.key());
         assert_eq!(k0, base.clone().key());
         let mut p = base.clone();
         p.params = serde_json::json!({"a": 2});
@@ -700,6 +711,7 @@ mod tests {
                 seed: 0,
                 deps: BTreeMap::new(),
                 device: None,
+                numerics: None,
             },
             outputs: Vec::new(),
             rows_blake3: String::new(),

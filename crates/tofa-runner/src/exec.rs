@@ -312,6 +312,7 @@ impl<'a> Runner<'a> {
             seed: s.seed,
             deps,
             device: self.plan.device.clone().filter(|d| d != "cpu"),
+            numerics: self.plan.numerics.clone(),
         })
     }
 

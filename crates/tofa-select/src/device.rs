@@ -145,6 +145,10 @@ pub struct Machine {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<String>,
     pub avx: bool,
+    /// The `gemm` crate's kernels on this CPU (`tofa_nn::runtime::gemm_kernels`): `fma`, or
+    /// `avx512` in a build with the `avx512-gemm` feature.
+    #[serde(default)]
+    pub gemm_kernels: String,
     pub os: String,
     pub arch: String,
 }
@@ -210,6 +214,7 @@ pub fn machine() -> Machine {
         backend: "cpu".into(),
         gpus: Vec::new(),
         avx: candle_core::utils::with_avx(),
+        gemm_kernels: tofa_nn::runtime::gemm_kernels().into(),
         os: std::env::consts::OS.into(),
         arch: std::env::consts::ARCH.into(),
     }
@@ -515,11 +520,12 @@ pub fn device_bench_main(args: &DeviceBenchArgs) -> Result<()> {
             );
         }
         println!(
-            "peak rss - baseline: {} bytes; cpu: {} ({} threads, backend {})",
+            "peak rss - baseline: {} bytes; cpu: {} ({} threads, backend {}, gemm {})",
             r.memory.peak_minus_baseline_bytes,
             r.machine.cpu_model,
             r.machine.threads,
-            r.machine.backend
+            r.machine.backend,
+            r.machine.gemm_kernels
         );
         if let Some(g) = &r.gpu_memory {
             println!(

@@ -25,6 +25,14 @@ use tofa_train::{SingleMode, TrainConfig, TrainData, Variant, train_single, trai
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tofa_nn::runtime::tune_allocator();
+    // SAFETY: first thing in `main`, before any thread is spawned.
+    unsafe { tofa_nn::runtime::tune_candle_pool() };
+    // on a pool worker, as a pipeline stage runs
+    tofa_nn::runtime::on_worker(|| run().map_err(|e| e.to_string()))?;
+    Ok(())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let iters: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
     let spaces: Vec<String> = if args.len() > 1 {

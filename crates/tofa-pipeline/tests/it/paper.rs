@@ -50,6 +50,7 @@ fn plan_fingerprint(profile: &str) -> String {
                     .map(|&d| (plan.stages[d].id.clone(), String::new()))
                     .collect(),
                 device: plan.device.clone(),
+                numerics: plan.numerics.clone(),
             };
             format!("{} {}", s.id, input.key())
         })

@@ -156,6 +156,9 @@ pub struct Plan {
     pub profile: String,
     /// The profile's `device` (or the command line's `--device`); `None` is the CPU.
     pub device: Option<String>,
+    /// A tag of the binary's arithmetic, part of every key when set (see
+    /// [`crate::cache::KeyInput::numerics`]); set by the binary, not by `pipeline.toml`.
+    pub numerics: Option<String>,
     pub stages: Vec<Stage>,
     pub index: BTreeMap<String, usize>,
     targets: BTreeMap<String, Target>,

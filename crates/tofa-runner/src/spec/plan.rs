@@ -159,6 +159,7 @@ impl Pipeline {
             path: self.path.clone(),
             profile: profile.to_string(),
             device,
+            numerics: None,
             stages: ordered,
             index,
             targets: self.targets.clone(),
