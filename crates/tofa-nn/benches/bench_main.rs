@@ -5,9 +5,8 @@ mod benchmarks;
 
 fn main() {
     // as every binary of the workspace does (see `tofa_nn::runtime`)
-    tofa_nn::runtime::tune_allocator();
     // SAFETY: first thing in `main`, before any thread is spawned.
-    unsafe { tofa_nn::runtime::tune_candle_pool() };
+    unsafe { tofa_nn::runtime::tune_process() };
     benchmarks::dwconv::benches();
     benchmarks::block::benches();
     benchmarks::train_step::benches();

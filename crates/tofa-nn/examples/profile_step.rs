@@ -13,9 +13,8 @@ use rand_chacha::ChaCha8Rng;
 use tofa_nn::{Mode, SearchSpace, Sgd, SgdConfig, SubnetConfig, Supernet, TrainOpts};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tofa_nn::runtime::tune_allocator();
     // SAFETY: first thing in `main`, before any thread is spawned.
-    unsafe { tofa_nn::runtime::tune_candle_pool() };
+    unsafe { tofa_nn::runtime::tune_process() };
     // on a pool worker, as a pipeline stage runs
     tofa_nn::runtime::on_worker(|| run().map_err(|e| e.to_string()))?;
     Ok(())

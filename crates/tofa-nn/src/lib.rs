@@ -35,10 +35,11 @@
 //!   stay as tested building blocks and as the references the fused ops are tested against.
 //!
 //! # Speed
-//! Binaries should call [`runtime::tune_allocator`] and [`runtime::tune_candle_pool`] first
+//! Binaries should call [`runtime::tune_process`] first (allocator and candle's thread pool)
 //! and set `RAYON_NUM_THREADS` (the custom ops and the `gemm` crate use rayon's pool). Forward
 //! passes and [`Sgd::backward_step`] run on a rayon worker ([`runtime::on_worker`]); a loop
-//! that calls `loss.backward()` itself is faster inside `on_worker` or a pool's `install`. `cargo bench -p tofa-nn` runs the
+//! that calls `loss.backward()` itself is faster inside `on_worker` or a pool's `install`.
+//! `cargo bench -p tofa-nn` runs the
 //! criterion benches; `scripts/torch_timing.py` times the same shapes in PyTorch;
 //! `examples/profile_step.rs` splits a training step into forward, backward and SGD. Figures,
 //! ours beside PyTorch's: `BENCHMARKS.md`.

@@ -52,6 +52,17 @@ pub unsafe fn tune_candle_pool() -> bool {
     true
 }
 
+/// Both process-wide settings at once: [`tune_allocator`] and [`tune_candle_pool`]. Every
+/// binary of the workspace calls it first thing in `main`.
+///
+/// # Safety
+/// As for [`tune_candle_pool`]: before any other thread exists.
+pub unsafe fn tune_process() {
+    tune_allocator();
+    // SAFETY: the caller guarantees that no other thread runs yet.
+    unsafe { tune_candle_pool() };
+}
+
 /// The kernels the `gemm` crate picks on this CPU for f32 products (ours in `ops` and
 /// candle's): `avx512` (only in a build with the `avx512-gemm` feature, on a CPU with
 /// AVX-512F), `fma` (AVX2 + FMA) or `scalar`. Mirrors gemm-common 0.19's dispatch

@@ -5,9 +5,8 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    tofa_nn::runtime::tune_allocator();
     // SAFETY: first thing in `main`, before any thread is spawned.
-    unsafe { tofa_nn::runtime::tune_candle_pool() };
+    unsafe { tofa_nn::runtime::tune_process() };
     // One thread pool per stage, sized by the runner; keep candle/gemm from oversubscribing.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // SAFETY: called before any thread is spawned.

@@ -24,9 +24,8 @@ use tofa_nn::{SearchSpace, SubnetConfig, Supernet};
 use tofa_train::{SingleMode, TrainConfig, TrainData, Variant, train_single, train_tofa};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tofa_nn::runtime::tune_allocator();
     // SAFETY: first thing in `main`, before any thread is spawned.
-    unsafe { tofa_nn::runtime::tune_candle_pool() };
+    unsafe { tofa_nn::runtime::tune_process() };
     // on a pool worker, as a pipeline stage runs
     tofa_nn::runtime::on_worker(|| run().map_err(|e| e.to_string()))?;
     Ok(())

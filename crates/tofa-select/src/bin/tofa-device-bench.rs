@@ -14,9 +14,8 @@ struct Cli {
 }
 
 fn main() {
-    tofa_nn::runtime::tune_allocator();
     // SAFETY: first thing in `main`, before any thread is spawned.
-    unsafe { tofa_nn::runtime::tune_candle_pool() };
+    unsafe { tofa_nn::runtime::tune_process() };
     let cli = Cli::parse();
     if let Err(e) = device_bench_main(&cli.args) {
         eprintln!("error: {e}");
