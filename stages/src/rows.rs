@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use tofa_runner::kind::TableRow;
-use tofa_train::{SingleMode, Variant};
+use tofa_train::{PretrainMode, SingleMode, Variant};
 
 use crate::select::Method;
 use crate::train::Arch;
@@ -70,9 +70,17 @@ pub struct PretrainRow {
     pub wall_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_gmacs: Option<f64>,
+    /// What was trained on the source (only when `iterations > 0`): the maxnet alone or the
+    /// whole supernet with the sandwich rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PretrainMode>,
     /// Source test accuracy of the maxnet (%), when asked for (`eval_images > 0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_acc: Option<f64>,
+    /// Source test accuracy of the minnet (%), BN recalibrated on source images, when asked
+    /// for and trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_min_acc: Option<f64>,
 }
 
 impl TableRow for PretrainRow {

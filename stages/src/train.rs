@@ -401,7 +401,8 @@ impl StageKind for Pretrain {
     const NAME: &'static str = "pretrain";
     // 2: the supernet runs on the NHWC fused ops (other float rounding, other weights)
     // 3: the synthetic source's classes are shapes, not colours (see `Split::VERSION`)
-    const VERSION: &'static str = "3";
+    // 4: the row records the mode and the minnet's source accuracy (`source_min_acc`)
+    const VERSION: &'static str = "4";
 
     fn run(&self, p: &PretrainParams, ctx: &mut StageContext) -> Result<(), BoxError> {
         let mut space = SearchSpace::builtin(&p.space)?;
@@ -419,7 +420,9 @@ impl StageKind for Pretrain {
             unmapped: None,
             wall_s: None,
             train_gmacs: None,
+            mode: None,
             source_acc: None,
+            source_min_acc: None,
         };
         match &p.init {
             Init::Scratch => {}
@@ -461,6 +464,7 @@ impl StageKind for Pretrain {
             write_outcome(ctx, &outcome)?;
             row.wall_s = Some(outcome.cost.wall_s);
             row.train_gmacs = Some(outcome.cost.train_macs as f64 / 1e9);
+            row.mode = Some(p.mode);
             if p.eval_images > 0 {
                 let n = p.eval_images.min(source.test.len()) as u32;
                 let idx: Vec<u32> = (0..n).collect();
@@ -468,6 +472,30 @@ impl StageKind for Pretrain {
                 let acc =
                     tofa_train::evaluate_raw(&model.net, &max, &source.test, &idx, batch, 100)?;
                 row.source_acc = Some(acc.accuracy * 100.0);
+                // The minnet after BN recalibration on source images: how far the pre-trained
+                // weights already serve the smallest subnet (the sandwich mode trains it, the
+                // maxnet mode only shares the maxnet's leading channels with it).
+                let all: Vec<u32> = (0..source.train.len() as u32).collect();
+                let e = EvalParams::default();
+                let calib = calibration_batches(
+                    &source.train,
+                    &all,
+                    e.calib_batches,
+                    e.calib_batch,
+                    batch,
+                    ctx.seed,
+                )?;
+                let min = SubnetConfig::minnet(&model.space);
+                let acc = tofa_train::evaluate(
+                    &model.net,
+                    &min,
+                    &calib,
+                    &source.test,
+                    &idx,
+                    batch,
+                    e.batch,
+                )?;
+                row.source_min_acc = Some(acc.accuracy * 100.0);
             }
         }
         model.save(&ctx.out_dir)?;
