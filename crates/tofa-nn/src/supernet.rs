@@ -47,7 +47,9 @@ pub enum Mode<'a> {
     /// BN on batch statistics, dropout and drop-connect on.
     Train(TrainOpts<'a>),
     /// BN on running statistics: the recalibrated ones for this config when given (see
-    /// [`Supernet::recalibrate_bn`]), else the shared running statistics sliced.
+    /// [`Supernet::recalibrate_bn`]), else the shared running statistics sliced. An inference
+    /// pass: the output tracks no gradient to the parameters, so the fused ops keep nothing
+    /// for a backward pass and normalise in place.
     Eval(Option<&'a BnStats>),
 }
 
@@ -828,8 +830,9 @@ impl Ctx<'_, '_> {
             ConvKind::Depthwise => self.padding.pads(self.dims(x)?.1, k, stride),
         };
         let fixed = self.fixed_stats(l, out)?;
-        let gamma = l.gamma.narrow(0, 0, out)?;
-        let beta = l.beta.narrow(0, 0, out)?;
+        let w = &self.param(w.clone());
+        let gamma = self.param(l.gamma.narrow(0, 0, out)?);
+        let beta = self.param(l.beta.narrow(0, 0, out)?);
         let (y, measured) = match self.backend {
             Backend::Fused => {
                 let norm = match fixed {
@@ -893,8 +896,8 @@ impl Ctx<'_, '_> {
     /// `x [B, in] -> [B, out]` with the leading `out x in` block of `w` and `out` of `b`.
     fn linear(&mut self, x: &Tensor, (w, b): &(Var, Var), out: usize) -> Result<Tensor> {
         let inp = x.dim(1)?;
-        let w = w.narrow(0, 0, out)?.narrow(1, 0, inp)?;
-        let b = b.narrow(0, 0, out)?;
+        let w = self.param(w.narrow(0, 0, out)?.narrow(1, 0, inp)?);
+        let b = self.param(b.narrow(0, 0, out)?);
         self.macs += (out * inp) as u64;
         self.params += (out * inp + out) as u64;
         let p = self.precision;
@@ -903,6 +906,16 @@ impl Ctx<'_, '_> {
         // contiguous tensors", seen on CUDA)
         let xw = p.operand(x)?.matmul(&p.operand(&w.contiguous()?)?.t()?)?;
         Ok(p.result(&xw)?.broadcast_add(&b)?)
+    }
+
+    /// A parameter as this pass uses it: detached when no backward pass can follow
+    /// (evaluation, BN recalibration), so that no op on it records a graph and the fused ops
+    /// keep nothing for a backward pass. Same values, same bits.
+    fn param(&self, t: Tensor) -> Tensor {
+        match self.run {
+            Run::Train(_) => t,
+            Run::Eval(_) | Run::Calibrate(_) => t.detach(),
+        }
     }
 
     /// An activation of any tensor.

@@ -1,13 +1,14 @@
 //! The batch norm + activation half of every fused op, over a `[rows, c]` matrix: batch
 //! statistics, normalisation and activation forward; the two-pass backward.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CustomOp3, Tensor};
 use rayon::prelude::*;
 
 use super::act::Fn1;
-use super::{BatchStats, FusedSpec, Norm, par_build, with_data};
+use super::{BatchStats, FusedSpec, Norm, par_write, with_data};
 use crate::error::Result;
 
 /// Rows per chunk of the per-channel reductions (fixed, so results do not depend on threads).
@@ -58,13 +59,34 @@ fn channel_stats(y: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 simd_fn!(
-    /// `out = act(y * scale + shift)` row by row.
-    fn scale_shift_act(y: &[f32], out: &mut [f32], scale: &[f32], shift: &[f32], a: Option<Fn1>) {
+    /// `out = act(y * scale + shift)` row by row (every element of `out` when `y` and `out`
+    /// have the same length, a multiple of `scale`'s).
+    fn scale_shift_act(
+        y: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        scale: &[f32],
+        shift: &[f32],
+        a: Option<Fn1>,
+    ) {
         let c = scale.len();
         with_act!(a, |f, _df| {
             for (yr, or) in y.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
                 for (((o, v), sc), sh) in or.iter_mut().zip(yr).zip(scale).zip(shift) {
-                    *o = f(v * sc + sh);
+                    o.write(f(v * sc + sh));
+                }
+            }
+        })
+    }
+);
+
+simd_fn!(
+    /// [`scale_shift_act`] in place, for a forward pass that keeps nothing for a backward.
+    fn scale_shift_act_in_place(y: &mut [f32], scale: &[f32], shift: &[f32], a: Option<Fn1>) {
+        let c = scale.len();
+        with_act!(a, |f, _df| {
+            for yr in y.chunks_exact_mut(c) {
+                for ((v, sc), sh) in yr.iter_mut().zip(scale).zip(shift) {
+                    *v = f(*v * sc + sh);
                 }
             }
         })
@@ -79,14 +101,20 @@ struct Saved {
     inv: Vec<f32>,
 }
 
-/// Normalises `y` `[rows, c]` per channel and applies the activation. Returns the output, the
-/// per-channel mean and `1/sqrt(var + eps)` used, and the batch statistics when `norm` is
-/// [`Norm::Batch`].
-fn epilogue_fwd(
-    y: &[f32],
-    gb: &[f32],
-    spec: &FusedSpec,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<BatchStats>) {
+/// The per-channel normalisation of `y` `[rows, c]`: what the forward applies and the
+/// backward needs.
+struct Affine {
+    /// `gamma / sqrt(var + eps)` and `beta - mean * scale`: `yhat * gamma + beta` as one FMA.
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    mean: Vec<f32>,
+    /// `1 / sqrt(var + eps)`
+    inv: Vec<f32>,
+    /// The batch statistics when `norm` is [`Norm::Batch`].
+    stats: Option<BatchStats>,
+}
+
+fn affine(y: &[f32], gb: &[f32], spec: &FusedSpec) -> Affine {
     let c = gb.len() / 2;
     let (gamma, beta) = gb.split_at(c);
     let (mean, var, stats) = match &spec.norm {
@@ -116,17 +144,27 @@ fn epilogue_fwd(
         .zip(&scale)
         .map(|((b, m), s)| b - m * s)
         .collect();
-    let step = ROWS_PER_CHUNK * c;
-    let (out, _) = par_build(y.len(), step, |i, o| {
-        scale_shift_act(
-            &y[i * step..i * step + o.len()],
-            o,
-            &scale,
-            &shift,
-            spec.act,
-        )
-    });
-    (out, mean, inv, stats)
+    Affine {
+        scale,
+        shift,
+        mean,
+        inv,
+        stats,
+    }
+}
+
+/// Normalises `y` `[rows, c]` per channel with `n` and applies the activation, into a new
+/// buffer (`y` is kept for the backward pass).
+fn epilogue_fwd(y: &[f32], n: &Affine, act: Option<Fn1>) -> Vec<f32> {
+    let step = ROWS_PER_CHUNK * n.scale.len();
+    // SAFETY: every chunk is a whole number of rows of `c` and `scale_shift_act` writes them
+    // all.
+    let (out, _) = unsafe {
+        par_write(y.len(), step, |i, o| {
+            scale_shift_act(&y[i * step..i * step + o.len()], o, &n.scale, &n.shift, act)
+        })
+    };
+    out
 }
 
 simd_fn!(
@@ -135,7 +173,7 @@ simd_fn!(
     fn bwd_pass1(
         y: &[f32],
         gout: &[f32],
-        gz: &mut [f32],
+        gz: &mut [MaybeUninit<f32>],
         mean: &[f32],
         inv: &[f32],
         scale: &[f32],
@@ -156,7 +194,7 @@ simd_fn!(
                 for i in 0..c {
                     let v = yr[i];
                     let g = gr[i] * df(v * scale[i] + shift[i]);
-                    zr[i] = g;
+                    zr[i].write(g);
                     sg[i] += g;
                     sgx[i] += g * ((v - mean[i]) * inv[i]);
                 }
@@ -211,15 +249,18 @@ fn epilogue_bwd(s: &Saved, gb: &[f32], gout: &[f32], spec: &FusedSpec) -> (Vec<f
         .map(|((b, m), sc)| b - m * sc)
         .collect();
     let step = ROWS_PER_CHUNK * c;
-    let (mut gy, parts) = par_build(s.y.len(), step, |i, gz| {
-        let r = i * step..i * step + gz.len();
-        let (y, g) = (&s.y[r.clone()], &gout[r]);
-        let (mut sg, mut sgx) = (vec![0f32; c], vec![0f32; c]);
-        bwd_pass1(
-            y, g, gz, &s.mean, &s.inv, &scale, &shift, spec.act, &mut sg, &mut sgx,
-        );
-        (sg, sgx)
-    });
+    // SAFETY: every chunk is a whole number of rows of `c`, and `bwd_pass1` writes them all.
+    let (mut gy, parts) = unsafe {
+        par_write(s.y.len(), step, |i, gz| {
+            let r = i * step..i * step + gz.len();
+            let (y, g) = (&s.y[r.clone()], &gout[r]);
+            let (mut sg, mut sgx) = (vec![0f32; c], vec![0f32; c]);
+            bwd_pass1(
+                y, g, gz, &s.mean, &s.inv, &scale, &shift, spec.act, &mut sg, &mut sgx,
+            );
+            (sg, sgx)
+        })
+    };
     let (sg, sgx) = sum_parts(&parts, c);
     let sg: Vec<f32> = sg.iter().map(|&v| v as f32).collect();
     let sgx: Vec<f32> = sgx.iter().map(|&v| v as f32).collect();
@@ -244,16 +285,30 @@ fn epilogue_bwd(s: &Saved, gb: &[f32], gout: &[f32], spec: &FusedSpec) -> (Vec<f
 /// batch statistics it reports to the caller.
 pub(super) struct Epilogue {
     spec: FusedSpec,
+    /// Whether a backward pass can follow (an input of the op tracks a gradient): the forward
+    /// then keeps the convolution output, else it normalises in place and keeps nothing.
+    keep: bool,
     saved: Mutex<Option<Saved>>,
     stats: Arc<Mutex<Option<BatchStats>>>,
 }
 
 impl Epilogue {
     /// Normalises and activates the convolution output `y`, keeping it for the backward pass.
-    pub(super) fn forward(&self, y: Vec<f32>, gb: &[f32]) -> Vec<f32> {
-        let (out, mean, inv, stats) = epilogue_fwd(&y, gb, &self.spec);
-        *self.stats.lock().expect("stats lock") = stats;
-        *self.saved.lock().expect("saved lock") = Some(Saved { y, mean, inv });
+    pub(super) fn forward(&self, mut y: Vec<f32>, gb: &[f32]) -> Vec<f32> {
+        let mut n = affine(&y, gb, &self.spec);
+        *self.stats.lock().expect("stats lock") = n.stats.take();
+        if !self.keep {
+            let (sc, sh) = (&n.scale, &n.shift);
+            y.par_chunks_mut(ROWS_PER_CHUNK * sc.len())
+                .for_each(|blk| scale_shift_act_in_place(blk, sc, sh, self.spec.act));
+            return y;
+        }
+        let out = epilogue_fwd(&y, &n, self.spec.act);
+        *self.saved.lock().expect("saved lock") = Some(Saved {
+            y,
+            mean: n.mean,
+            inv: n.inv,
+        });
         out
     }
 
@@ -289,6 +344,7 @@ pub(super) fn apply_fused<Op: CustomOp3 + Send + Sync + 'static>(
     let stats = Arc::new(Mutex::new(None));
     let op = make(Epilogue {
         spec,
+        keep: x.track_op() || w.track_op() || gb.track_op(),
         saved: Mutex::new(None),
         stats: stats.clone(),
     });

@@ -10,7 +10,7 @@
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 
-use super::{cpu_slice, par_build, with_data};
+use super::{cpu_slice, par_write, with_data};
 use crate::error::{NnError, Result};
 
 struct Residual {
@@ -33,13 +33,16 @@ impl candle_core::CustomOp2 for Residual {
         let h = cpu_slice(s1, l1, "residual branch")?;
         let x = cpu_slice(s2, l2, "residual input")?;
         let per = h.len() / self.mask.len().max(1);
-        let (out, _) = par_build(h.len(), per, |b, o| {
-            let m = self.mask[b];
-            let (hb, xb) = (&h[b * per..][..o.len()], &x[b * per..][..o.len()]);
-            for ((o, &hv), &xv) in o.iter_mut().zip(hb).zip(xb) {
-                *o = hv * m + xv;
-            }
-        });
+        // SAFETY: the loop writes every element of its chunk.
+        let (out, _) = unsafe {
+            par_write(h.len(), per, |b, o| {
+                let m = self.mask[b];
+                let (hb, xb) = (&h[b * per..][..o.len()], &x[b * per..][..o.len()]);
+                for ((o, &hv), &xv) in o.iter_mut().zip(hb).zip(xb) {
+                    o.write(hv * m + xv);
+                }
+            })
+        };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -52,13 +55,16 @@ impl candle_core::CustomOp2 for Residual {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let per = h.elem_count() / self.mask.len().max(1);
         let dh = with_data(grad, "residual gradient", |g| {
-            let (dh, _) = par_build(g.len(), per, |b, d| {
-                let m = self.mask[b];
-                let gb = &g[b * per..][..d.len()];
-                for (d, &gv) in d.iter_mut().zip(gb) {
-                    *d = gv * m;
-                }
-            });
+            // SAFETY: the loop writes every element of its chunk.
+            let (dh, _) = unsafe {
+                par_write(g.len(), per, |b, d| {
+                    let m = self.mask[b];
+                    let gb = &g[b * per..][..d.len()];
+                    for (d, &gv) in d.iter_mut().zip(gb) {
+                        d.write(gv * m);
+                    }
+                })
+            };
             dh
         })?;
         let dx = x.track_op().then(|| grad.clone());

@@ -1,10 +1,12 @@
 //! Squeeze-excitation and pooling pieces on NHWC activations: the mean over space and the
 //! per-(image, channel) scaling, each with its backward.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, par_build, with_data};
+use super::{cpu_slice, par_write, with_data};
 use crate::error::Result;
 
 simd_fn!(
@@ -49,12 +51,17 @@ impl candle_core::CustomOp1 for SpatialMean {
         let (b, h, w, c) = arg.dims4()?;
         let n = (h * w) as f32;
         let dx = with_data(grad, "spatial mean gradient", |g| {
-            let (dx, _) = par_build(b * h * w * c, h * w * c, |bi, d| {
-                let gr: Vec<f32> = g[bi * c..(bi + 1) * c].iter().map(|v| v / n).collect();
-                for row in d.chunks_exact_mut(c) {
-                    row.copy_from_slice(&gr);
-                }
-            });
+            // SAFETY: the rows of `c` cover each chunk of `h * w * c`, and all are written.
+            let (dx, _) = unsafe {
+                par_write(b * h * w * c, h * w * c, |bi, d| {
+                    let gr: Vec<f32> = g[bi * c..(bi + 1) * c].iter().map(|v| v / n).collect();
+                    for row in d.chunks_exact_mut(c) {
+                        for (o, &v) in row.iter_mut().zip(&gr) {
+                            o.write(v);
+                        }
+                    }
+                })
+            };
             dx
         })?;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
@@ -71,12 +78,13 @@ pub fn spatial_mean(x: &Tensor) -> Result<Tensor> {
 }
 
 simd_fn!(
-    /// `out[p] = x[p] * s` for every row `p` of one image.
-    fn scale_rows(x: &[f32], s: &[f32], out: &mut [f32]) {
+    /// `out[p] = x[p] * s` for every row `p` of one image (every element of `out` when
+    /// `x` and `out` have the same length, a multiple of `s`'s).
+    fn scale_rows(x: &[f32], s: &[f32], out: &mut [MaybeUninit<f32>]) {
         let c = s.len();
         for (xr, or) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
             for ((o, a), b) in or.iter_mut().zip(xr).zip(s) {
-                *o = a * b;
+                o.write(a * b);
             }
         }
     }
@@ -119,9 +127,12 @@ impl candle_core::CustomOp2 for ChannelScale {
         let x = cpu_slice(s1, l1, "channel scale input")?;
         let sc = cpu_slice(s2, l2, "channel scale")?;
         let per = h * w * c;
-        let (out, _) = par_build(b * per, per, |bi, o| {
-            scale_rows(&x[bi * per..(bi + 1) * per], &sc[bi * c..(bi + 1) * c], o)
-        });
+        // SAFETY: `scale_rows` writes all `per` elements of each chunk (`per = h * w * c`).
+        let (out, _) = unsafe {
+            par_write(b * per, per, |bi, o| {
+                scale_rows(&x[bi * per..(bi + 1) * per], &sc[bi * c..(bi + 1) * c], o)
+            })
+        };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -137,9 +148,12 @@ impl candle_core::CustomOp2 for ChannelScale {
         let sv = with_data(s, "channel scale", |d| d.to_vec())?;
         let (dx, ds) = with_data(grad, "channel scale gradient", |g| {
             with_data(x, "channel scale input", |xd| {
-                let (dx, _) = par_build(b * per, per, |bi, d| {
-                    scale_rows(&g[bi * per..(bi + 1) * per], &sv[bi * c..(bi + 1) * c], d)
-                });
+                // SAFETY: as in the forward pass.
+                let (dx, _) = unsafe {
+                    par_write(b * per, per, |bi, d| {
+                        scale_rows(&g[bi * per..(bi + 1) * per], &sv[bi * c..(bi + 1) * c], d)
+                    })
+                };
                 let mut ds = vec![0f32; b * c];
                 ds.par_chunks_mut(c).enumerate().for_each(|(bi, a)| {
                     dot_rows(

@@ -212,6 +212,50 @@ fn fixed_statistics_normalise_with_the_given_mean_and_variance() {
     compare(&ours, &want, &[&x, &w, &g, &b], &mut rng, "fixed");
 }
 
+/// With no input tracking a gradient the fused ops normalise in place and keep nothing (an
+/// inference pass); that path gives the same bits and the same batch statistics as the one
+/// that keeps the convolution output for a backward pass.
+#[test]
+fn inference_in_place_gives_the_bits_of_the_tracked_forward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let x = rand_var(&[3, 9, 9, 16], &mut rng);
+    let wd = rand_var(&[16, 1, 5, 5], &mut rng);
+    let wp = rand_var(&[24, 16, 1, 1], &mut rng);
+    let g = rand_var(&[24], &mut rng);
+    let b = rand_var(&[24], &mut rng);
+    let fixed = Norm::Fixed {
+        mean: (0..24).map(|i| i as f32 * 0.01 - 0.1).collect(),
+        var: (0..24).map(|i| 0.5 + i as f32 * 0.05).collect(),
+    };
+    for norm in [Norm::Batch, fixed] {
+        for act in [None, Some(Fn1::Hswish), Some(Fn1::Relu6)] {
+            let mut sp = spec(2, (2, 2), act);
+            sp.norm = norm.clone();
+            let gd = g.narrow(0, 0, 16).unwrap();
+            let bd = b.narrow(0, 0, 16).unwrap();
+            let run = |detach: bool| {
+                let t = |v: &Tensor| if detach { v.detach() } else { v.clone() };
+                let (h, s1) = dw_bn_act(&t(&x), &t(&wd), &t(&gd), &t(&bd), sp.clone()).unwrap();
+                let mut pw = sp.clone();
+                pw.stride = 1;
+                pw.pads = (0, 0);
+                let (y, s2) = conv_bn_act(&h, &t(&wp), &t(&g), &t(&b), Layout4::Nhwc, pw).unwrap();
+                assert_eq!(h.track_op(), !detach);
+                let stats = [s1, s2].map(|s| s.map(|s| (s.mean, s.var)));
+                (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), stats)
+            };
+            let (kept, ks) = run(false);
+            let (in_place, is) = run(true);
+            let same = kept
+                .iter()
+                .zip(&in_place)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{norm:?} {act:?}: in-place output differs");
+            assert_eq!(ks, is, "{norm:?} {act:?}: batch statistics differ");
+        }
+    }
+}
+
 /// Central differences in f64 of a scalar loss through both fused ops in sequence.
 #[test]
 fn gradients_match_finite_differences() {
