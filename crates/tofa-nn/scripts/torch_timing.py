@@ -131,9 +131,10 @@ def lite0(a):
                 net = net.to(memory_format=fmt)
                 fwd = torch.compile(net) if compiled else net
                 x = torch.randn(32, 3, r, r).to(memory_format=fmt)
-                step = sgd_step(net, fwd, x, torch.arange(32) % 10, 1e-5)
-                net.train()
-                print(f"lite0_train_step/{name}_b32_{r}x{r}\t{layout}\t{timeit(step, a.reps):.1f}", flush=True)
+                if not a.eval_only:
+                    step = sgd_step(net, fwd, x, torch.arange(32) % 10, 1e-5)
+                    net.train()
+                    print(f"lite0_train_step/{name}_b32_{r}x{r}\t{layout}\t{timeit(step, a.reps):.1f}", flush=True)
                 net.eval()
                 for b in (1, 8):
                     xb = torch.randn(b, 3, r, r).to(memory_format=fmt)
@@ -153,6 +154,7 @@ def main():
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--lite0", action="store_true")
     p.add_argument("--layout", help="with --lite0: time only this layout (nchw, channels_last, channels_last+compile)")
+    p.add_argument("--eval-only", action="store_true", help="with --lite0: time only the eval rows")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
