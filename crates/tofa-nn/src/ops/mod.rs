@@ -199,25 +199,17 @@ fn par_build<R: Send>(
     chunk: usize,
     fill: impl Fn(usize, &mut [f32]) -> R + Sync + Send,
 ) -> (Vec<f32>, Vec<R>) {
-    let mut v: Vec<MaybeUninit<f32>> = Vec::with_capacity(n);
-    // SAFETY: `MaybeUninit` elements need no initialisation.
-    unsafe { v.set_len(n) };
-    let results = v
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .map(|(i, c)| {
-            for e in c.iter_mut() {
-                e.write(0.0);
-            }
-            // SAFETY: every element of `c` was initialised just above, and `f32` and
-            // `MaybeUninit<f32>` have the same layout.
-            let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            fill(i, c)
-        })
-        .collect();
-    // SAFETY: `par_chunks_mut` hands out every element exactly once and each chunk was fully
-    // initialised above (a panic in `fill` propagates before this point).
-    (unsafe { assume_init(v) }, results)
+    let zero_then_fill = |i: usize, c: &mut [MaybeUninit<f32>]| {
+        for e in c.iter_mut() {
+            e.write(0.0);
+        }
+        // SAFETY: every element of `c` was initialised just above, and `f32` and
+        // `MaybeUninit<f32>` have the same layout.
+        let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        fill(i, c)
+    };
+    // SAFETY: `zero_then_fill` initialises every element of its chunk.
+    unsafe { par_write(n, chunk, zero_then_fill) }
 }
 
 /// `n` floats written in parallel, `chunk` at a time, by a `fill` that writes every element of
