@@ -83,6 +83,27 @@ pub struct PretrainRow {
     pub source_min_acc: Option<f64>,
 }
 
+impl PretrainRow {
+    /// The row of a pre-training on `source` from the seeded initialisation, before any
+    /// weights file, training or evaluation fills its other fields.
+    pub fn from_scratch(source: &str, iterations: u64) -> Self {
+        PretrainRow {
+            source: source.into(),
+            iterations,
+            init: "scratch".into(),
+            mapped: None,
+            adapted: None,
+            missing: None,
+            unmapped: None,
+            wall_s: None,
+            train_gmacs: None,
+            mode: None,
+            source_acc: None,
+            source_min_acc: None,
+        }
+    }
+}
+
 impl TableRow for PretrainRow {
     const TABLE: &'static str = "pretrain";
     const KEYS: &'static [&'static str] = &["source"];

@@ -410,20 +410,7 @@ impl StageKind for Pretrain {
             space = space.with_resolutions(r.clone())?;
         }
         let net = Supernet::new_on(&space, ctx.seed, &crate::device(ctx)?)?;
-        let mut row = PretrainRow {
-            source: p.data.name.clone(),
-            iterations: p.train.iterations,
-            init: "scratch".into(),
-            mapped: None,
-            adapted: None,
-            missing: None,
-            unmapped: None,
-            wall_s: None,
-            train_gmacs: None,
-            mode: None,
-            source_acc: None,
-            source_min_acc: None,
-        };
+        let mut row = PretrainRow::from_scratch(&p.data.name, p.train.iterations);
         match &p.init {
             Init::Scratch => {}
             Init::File { path, env, naming } => load_weights(

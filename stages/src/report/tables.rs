@@ -193,18 +193,10 @@ mod tests {
     #[test]
     fn transfer_names_the_pretraining_and_its_source_accuracies() {
         let pre = |source: &str, iterations, mode, acc, min| PretrainRow {
-            source: source.into(),
-            iterations,
-            init: "scratch".into(),
-            mapped: None,
-            adapted: None,
-            missing: None,
-            unmapped: None,
-            wall_s: None,
-            train_gmacs: None,
             mode,
             source_acc: acc,
             source_min_acc: min,
+            ..PretrainRow::from_scratch(source, iterations)
         };
         let mut none = tofa("synth-cars", Variant::Full, "0", 10.0, 9.0);
         none.start = "pretrain-none".into();

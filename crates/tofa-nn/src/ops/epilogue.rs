@@ -293,7 +293,8 @@ pub(super) struct Epilogue {
 }
 
 impl Epilogue {
-    /// Normalises and activates the convolution output `y`, keeping it for the backward pass.
+    /// Normalises and activates the convolution output `y`: into a new buffer, keeping `y`
+    /// for the backward pass, when one can follow (`keep`), else in place.
     pub(super) fn forward(&self, mut y: Vec<f32>, gb: &[f32]) -> Vec<f32> {
         let mut n = affine(&y, gb, &self.spec);
         *self.stats.lock().expect("stats lock") = n.stats.take();
